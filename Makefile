@@ -1,0 +1,39 @@
+# Two commands a newcomer needs:  make train  and  make test.  Both set up .venv from nothing.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+# `make train` knobs: a short run a laptop finishes in minutes.
+ALGO    ?= SACALaM
+ENV     ?= SafetyPointGoal1-v0
+STEPS   ?= 20000
+SEED    ?= 0
+# OmniSafe's CLI defaults to 16 torch threads, which oversubscribes small machines.
+THREADS ?= 2
+LOG_DIR ?= $(CURDIR)/runs
+PYTEST_ARGS ?=
+
+.PHONY: setup train test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	rm -rf $(VENV)
+	"$$(scripts/find-python310.sh)" -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m omnisafe_alam install-hook
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/omnisafe train --algo $(ALGO) --env-id $(ENV) --total-steps $(STEPS) \
+		--torch-threads $(THREADS) --log-dir $(LOG_DIR) --custom-cfgs seed --custom-cfgs $(SEED)
+	@echo "logs (progress.csv, config.json, TensorBoard events, checkpoints) are in:"
+	@ls -dt $(LOG_DIR)/train/$(ALGO)-{$(ENV)}/seed-* | head -n 1
+	@echo "view the curves with: $(VENV)/bin/tensorboard --logdir $(LOG_DIR)/train"
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

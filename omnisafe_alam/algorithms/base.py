@@ -1,0 +1,341 @@
+"""What the state-wise SAC variants share: twin pessimistic cost critics, F-hat, the dual cycle."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from omnisafe.algorithms.off_policy.sac import SAC
+from torch import nn, optim
+from torch.nn.utils.clip_grad import clip_grad_norm_
+
+from omnisafe_alam import functional as F
+from omnisafe_alam.adapter import StatewiseOffPolicyAdapter
+from omnisafe_alam.config import validate_run_cfgs
+from omnisafe_alam.models import DualState, MultiplierNet, StatewiseActorQCritic
+
+__all__ = ['StatewiseSAC']
+
+
+class StatewiseSAC(SAC):
+    r"""Base of SAC-ALaM, SAC-ALaM-GA, SAC-LagNet and ASAC (not registered itself).
+
+    Deliberate departures from OmniSafe's :class:`SAC` (the paper, Sec. V):
+
+    - **Twin cost critics** with a pessimistic target
+      :math:`y_\psi = c + \gamma(1-d)\max_i \bar Q^c_{\psi_i}(x', a')`, :math:`a' \sim \pi(\cdot|x')`.
+      OmniSafe has one cost critic and a deterministic next action.
+    - The cost is the raw environment cost (``cost_normalize`` must be false), optionally
+      clipped to the indicator :math:`\mathbf 1[c > 0]` (``alam_cfgs.cost_indicator``).
+    - The policy loss is SAC's plus a variant-specific constraint penalty on
+      :math:`g(x) = \hat F(x) - d` (see :meth:`_penalty`).
+    - Every ``m_lambda`` policy steps, a dual cycle: ``n_dual`` multiplier steps
+      (:meth:`_update_multiplier`), then the penalty schedule if the variant uses one.
+
+    A variant defines :meth:`_penalty` and :meth:`_multiplier_loss` (or overrides
+    :meth:`_update_multiplier`), and sets :attr:`_uses_penalty_schedule`.
+    """
+
+    #: whether rho follows the schedule of Sec. III-D after each dual cycle
+    _uses_penalty_schedule: bool = True
+    #: whether the variant has a state-wise multiplier network (False for ASAC)
+    _statewise: bool = True
+
+    _actor_critic: StatewiseActorQCritic
+    _dual: DualState
+    _multiplier_optimizer: optim.Optimizer | None
+
+    # ------------------------------------------------------------------ set-up
+    def _init_env(self) -> None:
+        """Validate the plugin's config, then build the fixed adapter (see its doc)."""
+        validate_run_cfgs(self._cfgs)
+        self._env = StatewiseOffPolicyAdapter(
+            self._env_id,
+            self._cfgs.train_cfgs.vector_env_nums,
+            self._seed,
+            self._cfgs,
+        )
+        # Same bookkeeping as OmniSafe's DDPG._init_env, which we cannot call without also
+        # building its (hanging for vector envs) adapter.
+        num_envs = self._cfgs.train_cfgs.vector_env_nums
+        steps_per_epoch = self._cfgs.algo_cfgs.steps_per_epoch
+        total_steps = int(self._cfgs.train_cfgs.total_steps)
+        if steps_per_epoch % num_envs:
+            raise ValueError(
+                f'algo_cfgs.steps_per_epoch={steps_per_epoch} must be divisible by '
+                f'train_cfgs.vector_env_nums={num_envs}',
+            )
+        if total_steps % steps_per_epoch:
+            raise ValueError(
+                f'train_cfgs.total_steps={total_steps} must be a multiple of '
+                f'algo_cfgs.steps_per_epoch={steps_per_epoch}',
+            )
+        self._epochs = total_steps // steps_per_epoch
+        self._epoch = 0
+        self._steps_per_epoch = steps_per_epoch // num_envs
+        self._update_cycle = self._cfgs.algo_cfgs.update_cycle
+        if self._steps_per_epoch % self._update_cycle:
+            raise ValueError(
+                f'steps per epoch per env ({self._steps_per_epoch}) must be divisible by '
+                f'algo_cfgs.update_cycle={self._update_cycle}',
+            )
+        self._samples_per_epoch = self._steps_per_epoch // self._update_cycle
+        self._update_count = 0
+
+    def _init_model(self) -> None:
+        self._cfgs.model_cfgs.critic['num_critics'] = 2
+        alam = self._cfgs.alam_cfgs
+        multiplier = None
+        if self._statewise:
+            multiplier = MultiplierNet(
+                obs_dim=self._env.observation_space.shape[0],  # type: ignore[index]
+                hidden_sizes=alam.multiplier_hidden_sizes,
+                activation=alam.multiplier_activation,
+                output=alam.multiplier_output,
+            )
+        self._actor_critic = StatewiseActorQCritic(
+            obs_space=self._env.observation_space,
+            act_space=self._env.action_space,
+            model_cfgs=self._cfgs.model_cfgs,
+            epochs=self._epochs,
+            multiplier=multiplier,
+        ).to(self._device)
+
+    def _init(self) -> None:
+        super()._init()
+        alam = self._cfgs.alam_cfgs
+        self._dual = DualState(alam.rho_init, alam.lambda_init).to(self._device)
+        self._multiplier_optimizer = None
+        if self._actor_critic.multiplier is not None:
+            self._multiplier_optimizer = optim.Adam(
+                self._actor_critic.multiplier.parameters(),
+                lr=alam.multiplier_lr,
+            )
+        self._policy_steps = 0
+        self._dual_stats: dict[str, float] = {
+            'Loss/Loss_multiplier': 0.0,
+            'Metrics/Violation': 0.0,
+            'Metrics/FeasibleFrac': 0.0,
+        }
+
+    def _init_log(self) -> None:
+        """Register the state-wise keys beside OmniSafe's SAC keys.
+
+        +------------------------+---------------------------------------------------------+
+        | Key                    | Meaning                                                 |
+        +========================+=========================================================+
+        | Metrics/EpUnsafeSteps  | steps with cost > 0 per episode                         |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/MultiplierMean | batch mean of lambda(x) in the policy loss              |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/MultiplierMax  | batch max of lambda(x) in the policy loss               |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/Rho            | penalty factor rho                                      |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/Violation      | violation metric v of the last dual cycle (Sec. III-D)  |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/FeasibleFrac   | fraction of batch states with F_hat <= d (last cycle)   |
+        +------------------------+---------------------------------------------------------+
+        | Value/F_hat            | batch mean of F_hat(x) in the policy loss               |
+        +------------------------+---------------------------------------------------------+
+        | Loss/Loss_multiplier   | multiplier loss of the last dual step                   |
+        +------------------------+---------------------------------------------------------+
+        """
+        super()._init_log()
+        what_to_save: dict[str, Any] = {
+            'pi': self._actor_critic.actor,
+            **self._actor_critic.checkpoint_items(),
+            'dual': self._dual,
+        }
+        if self._cfgs.algo_cfgs.obs_normalize:
+            what_to_save['obs_normalizer'] = self._env.save()['obs_normalizer']
+        self._logger.setup_torch_saver(what_to_save)
+        self._logger.torch_save()
+
+        self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
+        for key in (
+            'Metrics/MultiplierMean',
+            'Metrics/MultiplierMax',
+            'Metrics/Rho',
+            'Value/F_hat',
+            *self._dual_stats,
+        ):
+            self._logger.register_key(key)
+
+    # ------------------------------------------------------------ estimates
+    @property
+    def _rho(self) -> float:
+        return float(self._dual.rho)
+
+    def _residual(self, obs: torch.Tensor) -> torch.Tensor:
+        r"""Constraint residual :math:`g(x) = \hat F(x) - d`, shape ``(B,)``.
+
+        The K actions are reparameterised samples drawn in one batched call, so under grad
+        mode the gradient reaches the policy through ``F_hat``; callers wrap it in
+        ``torch.no_grad()`` everywhere except the policy loss.
+        """
+        alam = self._cfgs.alam_cfgs
+        actions = self._actor_critic.actor(obs).rsample((alam.K,))  # (K, B, A)
+        q_c = self._actor_critic.cost_critic(obs.expand(alam.K, *obs.shape), actions)
+        return F.f_hat(torch.stack(q_c)) - alam.d
+
+    def _multiplier_at(self, obs: torch.Tensor) -> torch.Tensor:
+        """Multiplier at each state, ``(B,)``, with gradient to the multiplier network."""
+        assert self._actor_critic.multiplier is not None
+        return self._actor_critic.multiplier(obs)
+
+    # ------------------------------------------------------------ variant hooks
+    def _penalty(self, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Per-state constraint penalty of the policy loss (``lam`` detached, ``g`` not)."""
+        raise NotImplementedError
+
+    def _multiplier_loss(
+        self,
+        obs: torch.Tensor,
+        g: torch.Tensor,
+        frozen: nn.Module,
+    ) -> torch.Tensor:
+        """Loss of one multiplier step on a batch (``g`` and ``frozen`` carry no gradient)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ losses and updates
+    def _update_cost_critic(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        cost: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        """Twin cost critics toward the pessimistic target (see class doc)."""
+        if self._cfgs.alam_cfgs.cost_indicator:
+            cost = (cost > 0).float()
+        with torch.no_grad():
+            next_action = self._actor_critic.actor.predict(next_obs, deterministic=False)
+            q_c_tp1 = self._actor_critic.target_cost_critic(next_obs, next_action)
+            target = F.cost_critic_target(
+                cost,
+                done,
+                torch.stack(q_c_tp1),
+                self._cfgs.algo_cfgs.gamma,
+            )
+        q1, q2 = self._actor_critic.cost_critic(obs, action)
+        loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
+        if self._cfgs.algo_cfgs.use_critic_norm:
+            for param in self._actor_critic.cost_critic.parameters():
+                loss += param.pow(2).sum() * self._cfgs.algo_cfgs.critic_norm_coeff
+        _check_finite('cost critic loss', loss)
+        self._actor_critic.cost_critic_optimizer.zero_grad()
+        loss.backward()
+        if self._cfgs.algo_cfgs.max_grad_norm:
+            clip_grad_norm_(
+                self._actor_critic.cost_critic.parameters(),
+                self._cfgs.algo_cfgs.max_grad_norm,
+            )
+        self._actor_critic.cost_critic_optimizer.step()
+        self._logger.store(
+            {
+                'Loss/Loss_cost_critic': loss.item(),
+                'Value/cost_critic': q1.mean().item(),
+            },
+        )
+
+    def _loss_pi(self, obs: torch.Tensor) -> torch.Tensor:
+        r"""SAC's policy loss plus the variant's constraint penalty (Eq. 16 for ALaM).
+
+        .. math::
+
+            L_\pi = \mathbb E_{\mathcal B}[\alpha \log\pi(a|x) - \min_i Q_{\phi_i}(x,a)]
+                    + \mathbb E_{\mathcal B}[\mathrm{penalty}(\mathrm{sg}(\lambda(x)), g(x))]
+        """
+        action = self._actor_critic.actor.predict(obs, deterministic=False)
+        log_prob = self._actor_critic.actor.log_prob(action)
+        q1, q2 = self._actor_critic.reward_critic(obs, action)
+        sac_term = self._alpha * log_prob - torch.min(q1, q2)
+
+        g = self._residual(obs)
+        with torch.no_grad():
+            lam = self._multiplier_at(obs)
+        loss = sac_term.mean() + self._penalty(lam, g).mean()
+        _check_finite('policy loss', loss)
+        self._logger.store(
+            {
+                'Metrics/MultiplierMean': lam.mean().item(),
+                'Metrics/MultiplierMax': lam.max().item(),
+                'Value/F_hat': (g.detach() + self._cfgs.alam_cfgs.d).mean().item(),
+            },
+        )
+        return loss
+
+    def _update_actor(self, obs: torch.Tensor) -> None:
+        """SAC's actor and alpha step; every ``m_lambda`` policy steps, a dual cycle."""
+        super()._update_actor(obs)
+        self._policy_steps += 1
+        if self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0:
+            self._dual_cycle(obs)
+        self._logger.store({'Metrics/Rho': self._rho, **self._dual_stats})
+
+    def _dual_cycle(self, obs: torch.Tensor) -> None:
+        """Multiplier update, then the penalty schedule (Algorithm 1, lines 12-19)."""
+        self._dual_stats['Loss/Loss_multiplier'] = self._update_multiplier(obs)
+        with torch.no_grad():
+            g = self._residual(obs)
+            lam = self._multiplier_at(obs)
+            v = F.violation_metric(lam, self._aggregate(g), self._rho)
+        self._dual_stats['Metrics/Violation'] = v
+        self._dual_stats['Metrics/FeasibleFrac'] = (g <= 0).float().mean().item()
+        if self._uses_penalty_schedule:
+            alam = self._cfgs.alam_cfgs
+            self._dual.rho.fill_(F.penalty_step(self._rho, v, alam.sigma, alam.rho_max))
+
+    def _aggregate(self, g: torch.Tensor) -> torch.Tensor:
+        """The residual the multiplier answers to: per state here, aggregated in ASAC."""
+        return g
+
+    def _update_multiplier(self, obs: torch.Tensor) -> float:
+        """``n_dual`` steps of :meth:`_multiplier_loss`; returns the last loss.
+
+        ``frozen`` is a copy of the multiplier as it stood at the start of the cycle
+        (:math:`\\lambda^k`), so every step regresses toward the same dual target. The first
+        step uses the policy batch, later ones fresh replay batches.
+        """
+        net = self._actor_critic.multiplier
+        assert net is not None and self._multiplier_optimizer is not None
+        frozen = copy.deepcopy(net).requires_grad_(False)
+        max_norm = self._cfgs.alam_cfgs.multiplier_max_grad_norm
+        loss = torch.zeros(())
+        for step in range(self._cfgs.alam_cfgs.n_dual):
+            batch_obs = obs if step == 0 else self._buf.sample_batch()['obs']
+            with torch.no_grad():
+                g = self._residual(batch_obs)
+            loss = self._multiplier_loss(batch_obs, g, frozen)
+            _check_finite('multiplier loss', loss)
+            self._multiplier_optimizer.zero_grad()
+            loss.backward()
+            if max_norm > 0:
+                clip_grad_norm_(net.parameters(), max_norm)
+            self._multiplier_optimizer.step()
+        return loss.item()
+
+    def _log_when_not_update(self) -> None:
+        super()._log_when_not_update()
+        self._logger.store(
+            {
+                'Metrics/MultiplierMean': 0.0,
+                'Metrics/MultiplierMax': 0.0,
+                'Value/F_hat': 0.0,
+                'Metrics/Rho': self._rho,
+                **self._dual_stats,
+            },
+        )
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    """Stop at the first non-finite loss, naming it, instead of training on NaNs."""
+    if not math.isfinite(value.item()):
+        raise FloatingPointError(
+            f'{name} is {value.item()}: training diverged (check learning rates, '
+            'alam_cfgs.rho_max and the environment cost)',
+        )

@@ -1,0 +1,48 @@
+"""``omnisafe-alam`` / ``python -m omnisafe_alam``: OmniSafe's CLI with the plugin registered.
+
+Every ``omnisafe`` sub-command (train, benchmark, eval, analyze-grid, ...) is available as is,
+plus the plugin's own: ``install-hook`` / ``uninstall-hook``.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import typer
+
+import omnisafe_alam  # noqa: F401  (registers the algorithms)
+import omnisafe_alam_autoload as autoload
+from omnisafe.utils.command_app import app as omnisafe_app
+
+app = typer.Typer(help=__doc__, no_args_is_help=True)
+app.registered_commands.extend(omnisafe_app.registered_commands)
+
+
+def _pth_path(site_packages: str | None) -> Path:
+    return Path(site_packages or sysconfig.get_paths()['purelib']) / autoload.PTH_NAME
+
+
+@app.command('install-hook')
+def install_hook(
+    site_packages: str = typer.Option(None, help='target site-packages (default: this interpreter)'),
+) -> None:
+    """Write the startup hook so that plain `omnisafe ...` knows the plugin's algorithms."""
+    path = _pth_path(site_packages)
+    path.write_text(autoload.PTH_LINE, encoding='utf-8')
+    typer.echo(f'wrote {path} (set {autoload.ENV_SWITCH}=0 to turn it off)')
+
+
+@app.command('uninstall-hook')
+def uninstall_hook(
+    site_packages: str = typer.Option(None, help='target site-packages (default: this interpreter)'),
+) -> None:
+    """Remove the startup hook."""
+    path = _pth_path(site_packages)
+    path.unlink(missing_ok=True)
+    typer.echo(f'removed {path}')
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

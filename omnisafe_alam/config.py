@@ -1,0 +1,145 @@
+"""Validation and coercion of the plugin's ``alam_cfgs`` key group.
+
+OmniSafe's ``--custom-cfgs`` parser hands values over half-parsed: ``1e-3``, ``-1`` and ``false``
+stay strings and ``[64,64]`` becomes ``['64', '64']``. :func:`validate_alam_cfgs` coerces every
+key of ``alam_cfgs`` to its declared type and checks its range, so a wrong value stops the run
+before any environment is built, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ['AlamConfigError', 'ALAM_KEYS', 'validate_alam_cfgs', 'validate_run_cfgs']
+
+
+class AlamConfigError(ValueError):
+    """A key of ``alam_cfgs`` (or a setting the plugin depends on) has a wrong type or value."""
+
+
+def _to_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise AlamConfigError(f'alam_cfgs.{key} must be a number, got the bool {value!r}')
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise AlamConfigError(f'alam_cfgs.{key} must be a number, got {value!r}') from None
+    if out != out or out in (float('inf'), float('-inf')):
+        raise AlamConfigError(f'alam_cfgs.{key} must be finite, got {value!r}')
+    return out
+
+
+def _to_int(key: str, value: Any) -> int:
+    number = _to_float(key, value)
+    if number != int(number):
+        raise AlamConfigError(f'alam_cfgs.{key} must be an integer, got {value!r}')
+    return int(number)
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('true', '1', 'yes', 'on'):
+        return True
+    if text in ('false', '0', 'no', 'off'):
+        return False
+    raise AlamConfigError(f'alam_cfgs.{key} must be true or false, got {value!r}')
+
+
+def _to_int_list(key: str, value: Any) -> list[int]:
+    if isinstance(value, str):
+        value = value.strip().strip('[]')
+        value = [v for v in value.split(',') if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise AlamConfigError(f'alam_cfgs.{key} must be a non-empty list of integers, got {value!r}')
+    return [_to_int(key, v) for v in value]
+
+
+def _to_choice(*choices: str) -> Callable[[str, Any], str]:
+    def convert(key: str, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise AlamConfigError(f'alam_cfgs.{key} must be one of {choices}, got {value!r}')
+        return text
+
+    return convert
+
+
+@dataclass(frozen=True)
+class _Key:
+    convert: Callable[[str, Any], Any]
+    check: Callable[[Any], bool]
+    requirement: str
+
+
+#: Every key of ``alam_cfgs``: converter, range check, and the requirement stated in errors.
+ALAM_KEYS: dict[str, _Key] = {
+    'd': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (tolerance on F_hat)'),
+    'K': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (Monte Carlo actions for F_hat)'),
+    'cost_indicator': _Key(_to_bool, lambda v: True, ''),
+    'm_lambda': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (policy steps between dual cycles)'),
+    'n_dual': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (multiplier steps per cycle)'),
+    'rho_init': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'rho_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'sigma': _Key(_to_float, lambda v: v > 1.0, 'must be > 1 (penalty growth factor)'),
+    'lambda_init': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0'),
+    'multiplier_lr': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'multiplier_hidden_sizes': _Key(
+        _to_int_list,
+        lambda v: all(h >= 1 for h in v),
+        'must be positive layer widths',
+    ),
+    'multiplier_activation': _Key(
+        _to_choice('relu', 'tanh', 'leaky_relu', 'sigmoid', 'softplus', 'identity'),
+        lambda v: True,
+        '',
+    ),
+    'multiplier_output': _Key(_to_choice('softplus', 'relu'), lambda v: True, ''),
+    'multiplier_max_grad_norm': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (0 turns it off)'),
+}
+
+
+def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
+    """Coerce and check every key of ``alam_cfgs`` in place; return it.
+
+    Raises:
+        AlamConfigError: naming the first key that is missing, unknown, of the wrong type or out
+            of range, or the pair ``rho_init`` / ``rho_max`` when ``rho_max < rho_init``.
+    """
+    unknown = sorted(set(alam_cfgs) - set(ALAM_KEYS))
+    if unknown:
+        raise AlamConfigError(f'unknown key(s) in alam_cfgs: {unknown}; known: {sorted(ALAM_KEYS)}')
+    missing = sorted(set(ALAM_KEYS) - set(alam_cfgs))
+    if missing:
+        raise AlamConfigError(f'alam_cfgs is missing key(s): {missing}')
+    for key, spec in ALAM_KEYS.items():
+        value = spec.convert(key, alam_cfgs[key])
+        if not spec.check(value):
+            raise AlamConfigError(f'alam_cfgs.{key}={value!r} {spec.requirement}')
+        alam_cfgs[key] = value
+    if alam_cfgs['rho_max'] < alam_cfgs['rho_init']:
+        raise AlamConfigError(
+            f"alam_cfgs.rho_max={alam_cfgs['rho_max']} must be >= "
+            f"alam_cfgs.rho_init={alam_cfgs['rho_init']}",
+        )
+    return alam_cfgs
+
+
+def validate_run_cfgs(cfgs: Any) -> None:
+    """Check the settings outside ``alam_cfgs`` that the state-wise algorithms rely on.
+
+    - ``algo_cfgs.cost_normalize`` must be false: ``d`` is a tolerance on the discounted value
+      of the *raw* cost, and a running normaliser would silently move it.
+    """
+    cost_normalize = cfgs.algo_cfgs.cost_normalize
+    if isinstance(cost_normalize, str):
+        cost_normalize = _to_bool('cost_normalize', cost_normalize)
+        cfgs.algo_cfgs.cost_normalize = cost_normalize
+    if cost_normalize:
+        raise AlamConfigError(
+            'algo_cfgs.cost_normalize must be False for state-wise algorithms: alam_cfgs.d is a '
+            'tolerance on the discounted raw cost, which a cost normaliser would rescale',
+        )
+    validate_alam_cfgs(cfgs.alam_cfgs)

@@ -1,0 +1,121 @@
+"""Networks of the state-wise family: twin cost critics, the multiplier network, the dual state."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+import torch
+from omnisafe.models.actor_critic.actor_q_critic import ActorQCritic
+from omnisafe.models.critic.critic_builder import CriticBuilder
+from omnisafe.typing import OmnisafeSpace
+from omnisafe.utils.config import ModelConfig
+from omnisafe.utils.model import build_mlp_network
+from torch import nn, optim
+
+__all__ = ['DualState', 'MultiplierNet', 'StatewiseActorQCritic']
+
+
+class MultiplierNet(nn.Module):
+    r"""State-wise multiplier :math:`\lambda_w(x) \ge 0` (Sec. II-C, Table I: MLP 2x256 ReLU).
+
+    The non-negative head is ``softplus`` (FAC's choice: smooth, gradients everywhere) or
+    ``relu``.
+
+    Args:
+        obs_dim: observation size.
+        hidden_sizes: hidden layer widths.
+        activation: hidden activation, one of OmniSafe's activation names.
+        output: ``'softplus'`` or ``'relu'``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: list[int],
+        activation: str = 'relu',
+        output: str = 'softplus',
+    ) -> None:
+        super().__init__()
+        self.net = build_mlp_network(
+            sizes=[obs_dim, *hidden_sizes, 1],
+            activation=activation,  # type: ignore[arg-type]
+            weight_initialization_mode='kaiming_uniform',
+        )
+        self._head = nn.Softplus() if output == 'softplus' else nn.ReLU()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Multiplier at each state: ``(..., obs_dim) -> (...)``."""
+        return self._head(self.net(obs)).squeeze(-1)
+
+
+class DualState(nn.Module):
+    """The scalars of the dual side, kept as buffers so checkpoints carry them.
+
+    ``rho`` is the penalty factor (Sec. III-D); ``lam`` is ASAC's scalar multiplier (unused by
+    the state-wise variants).
+    """
+
+    rho: torch.Tensor
+    lam: torch.Tensor
+
+    def __init__(self, rho_init: float, lambda_init: float) -> None:
+        super().__init__()
+        self.register_buffer('rho', torch.tensor(float(rho_init)))
+        self.register_buffer('lam', torch.tensor(float(lambda_init)))
+
+
+class StatewiseActorQCritic(ActorQCritic):
+    """OmniSafe's actor and twin reward critics, plus *twin* cost critics and the multiplier.
+
+    OmniSafe's :class:`ConstraintActorQCritic` has a single cost critic; the ALaM family needs
+    two, combined pessimistically (max) in the target and in ``F_hat`` (Sec. V).
+
+    Attributes (beyond :class:`ActorQCritic`):
+        cost_critic, target_cost_critic: twin Q^c networks and their Polyak targets.
+        cost_critic_optimizer: Adam at the critic learning rate.
+        multiplier: :class:`MultiplierNet`, or ``None`` for scalar-multiplier variants (ASAC).
+    """
+
+    def __init__(
+        self,
+        obs_space: OmnisafeSpace,
+        act_space: OmnisafeSpace,
+        model_cfgs: ModelConfig,
+        epochs: int,
+        multiplier: MultiplierNet | None,
+    ) -> None:
+        super().__init__(obs_space, act_space, model_cfgs, epochs)
+        self.cost_critic = CriticBuilder(
+            obs_space=obs_space,
+            act_space=act_space,
+            hidden_sizes=model_cfgs.critic.hidden_sizes,
+            activation=model_cfgs.critic.activation,
+            weight_initialization_mode=model_cfgs.weight_initialization_mode,
+            num_critics=2,
+            use_obs_encoder=False,
+        ).build_critic('q')
+        self.target_cost_critic = deepcopy(self.cost_critic)
+        for param in self.target_cost_critic.parameters():
+            param.requires_grad = False
+        self.cost_critic_optimizer = optim.Adam(
+            self.cost_critic.parameters(),
+            lr=model_cfgs.critic.lr,
+        )
+        self.multiplier = multiplier
+
+    def polyak_update(self, tau: float) -> None:
+        """Polyak-average reward critics and actor (OmniSafe) and the twin cost critics."""
+        super().polyak_update(tau)
+        for param, target_param in zip(
+            self.cost_critic.parameters(),
+            self.target_cost_critic.parameters(),
+        ):
+            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """Modules saved in each checkpoint besides the actor (state_dicts only)."""
+        items: dict[str, Any] = {'cost_critic': self.cost_critic}
+        if self.multiplier is not None:
+            items['multiplier'] = self.multiplier
+        return items

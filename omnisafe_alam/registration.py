@@ -1,0 +1,172 @@
+"""Register the plugin's algorithms into OmniSafe 0.5.0, which has no plugin mechanism.
+
+What OmniSafe fixes at import time, and how each is extended here (idempotently):
+
+1. ``omnisafe.algorithms.registry``: the classes are registered unless already there.
+2. ``ALGORITHMS`` / ``ALGORITHM2TYPE`` are frozen ``MappingProxyType`` objects that several
+   modules import *by name* (``omnisafe``, ``omnisafe.algorithms``,
+   ``omnisafe.algorithms.algo_wrapper``, ``omnisafe.common.experiment_grid``). New proxies
+   with the plugin's names are built and rebound in every loaded ``omnisafe`` module that holds
+   the old objects, so all copies agree and modules imported later see the new ones.
+3. Default configs: ``get_default_kwargs_yaml`` (imported by name into ``algo_wrapper``) and
+   ``ExperimentGrid.check_variant_vaild`` only look in ``omnisafe/configs``. Both are wrapped to
+   read the plugin's YAMLs for the plugin's algorithms and defer to OmniSafe otherwise.
+4. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
+   any value containing a dot, so ``omnisafe train --log-dir /tmp/tmp.8JH2ICdwY1`` crashes. It
+   is wrapped to keep such a value as a string; every value OmniSafe parsed before parses the
+   same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable
+
+__all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'config_path', 'register']
+
+#: name -> OmniSafe algorithm type
+PLUGIN_ALGORITHMS: dict[str, str] = {
+    'SACALaM': 'off-policy',
+    'SACALaMGA': 'off-policy',
+    'SACLagNet': 'off-policy',
+    'ASAC': 'off-policy',
+}
+
+CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
+
+_PATCHED = '__omnisafe_alam_patched__'
+
+
+def config_path(algo: str) -> Path:
+    """Path of the default YAML of a plugin algorithm."""
+    return CONFIG_DIR / PLUGIN_ALGORITHMS[algo] / f'{algo}.yaml'
+
+
+def _register_classes() -> None:
+    from omnisafe.algorithms import registry
+
+    from omnisafe_alam.algorithms import variants
+
+    for name in PLUGIN_ALGORITHMS:
+        try:
+            registry.get(name)
+        except KeyError:
+            registry.register(getattr(variants, name))
+
+
+def _rebind(old: object, new: object, attr: str) -> None:
+    """Point every loaded omnisafe module's ``attr`` that is ``old`` to ``new``."""
+    for mod_name, module in list(sys.modules.items()):
+        if (mod_name == 'omnisafe' or mod_name.startswith('omnisafe.')) and getattr(
+            module,
+            attr,
+            None,
+        ) is old:
+            setattr(module, attr, new)
+
+
+def _extend_algorithm_tables() -> None:
+    import omnisafe.algorithms as algorithms
+
+    old_algos, old_types = algorithms.ALGORITHMS, algorithms.ALGORITHM2TYPE
+    if all(name in old_types for name in PLUGIN_ALGORITHMS):
+        return
+    algos = {kind: tuple(names) for kind, names in old_algos.items() if kind != 'all'}
+    for name, kind in PLUGIN_ALGORITHMS.items():
+        if name not in algos[kind]:
+            algos[kind] = (*algos[kind], name)
+    algos['all'] = tuple(name for kind, names in algos.items() for name in names)
+    types = {name: kind for kind, names in algos.items() if kind != 'all' for name in names}
+    new_algos, new_types = MappingProxyType(algos), MappingProxyType(types)
+    _rebind(old_algos, new_algos, 'ALGORITHMS')
+    _rebind(old_types, new_types, 'ALGORITHM2TYPE')
+    algorithms.__all__ = algos['all']
+
+
+def _wrap_once(owner: Any, attr: str, make: Callable[[Any], Any]) -> None:
+    """Replace ``owner.attr`` by ``make(original)`` unless already replaced; rebind copies."""
+    original = getattr(owner, attr)
+    if getattr(original, _PATCHED, False):
+        return
+    wrapped = make(original)
+    setattr(wrapped, _PATCHED, True)
+    if isinstance(owner, type):
+        setattr(owner, attr, wrapped)
+    else:
+        _rebind(original, wrapped, attr)
+
+
+def _make_get_default_kwargs_yaml(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def get_default_kwargs_yaml(algo: str, env_id: str, algo_type: str) -> Any:
+        if algo not in PLUGIN_ALGORITHMS:
+            return original(algo, env_id, algo_type)
+        from omnisafe.utils.config import Config
+        from omnisafe.utils.tools import load_yaml
+
+        path = config_path(algo)
+        print(f'Loading {algo}.yaml from {path}')
+        kwargs = load_yaml(str(path))
+        defaults = Config.dict2config(kwargs['defaults'])
+        env_specific = kwargs.get(env_id)
+        if env_specific is not None:
+            defaults.recurisve_update(env_specific)
+        return defaults
+
+    return get_default_kwargs_yaml
+
+
+def _make_check_variant_valid(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def check_variant_vaild(self: Any, variant: dict[str, Any]) -> None:
+        if variant.get('algo') not in PLUGIN_ALGORITHMS:
+            return original(self, variant)
+        from omnisafe.utils.tools import load_yaml, recursive_check_config
+
+        default_config = load_yaml(str(config_path(variant['algo'])))['defaults']
+        recursive_check_config(variant, default_config, exclude_keys=('algo', 'env_id'))
+        return None
+
+    return check_variant_vaild
+
+
+def _make_custom_cfgs_to_dict(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def custom_cfgs_to_dict(key_list: str, value: Any) -> dict[str, Any]:
+        try:
+            return original(key_list, value)
+        except ValueError:
+            # OmniSafe's float() on a dotted non-number (a path, a version): keep the string.
+            return _set_leaf(original(key_list, '_'), str(value))
+
+    return custom_cfgs_to_dict
+
+
+def _set_leaf(nested: dict[str, Any], value: Any) -> dict[str, Any]:
+    node = nested
+    while True:
+        (key, child), = node.items()
+        if not isinstance(child, dict):
+            node[key] = value
+            return nested
+        node = child
+
+
+def _patch_config_lookup() -> None:
+    import omnisafe.utils.config as config
+    import omnisafe.utils.tools as tools
+    from omnisafe.common.experiment_grid import ExperimentGrid
+
+    _wrap_once(config, 'get_default_kwargs_yaml', _make_get_default_kwargs_yaml)
+    _wrap_once(ExperimentGrid, 'check_variant_vaild', _make_check_variant_valid)
+    _wrap_once(tools, 'custom_cfgs_to_dict', _make_custom_cfgs_to_dict)
+
+
+def register() -> None:
+    """Make the plugin's algorithms first-class OmniSafe algorithms. Safe to call repeatedly."""
+    _register_classes()
+    _extend_algorithm_tables()
+    _patch_config_lookup()
