@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ['AlamConfigError', 'ALAM_KEYS', 'validate_alam_cfgs', 'validate_run_cfgs']
+__all__ = ['ALAM_KEYS', 'AlamConfigError', 'coerce_like_defaults', 'validate_alam_cfgs', 'validate_run_cfgs']
 
 
 class AlamConfigError(ValueError):
@@ -20,20 +20,20 @@ class AlamConfigError(ValueError):
 
 def _to_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
-        raise AlamConfigError(f'alam_cfgs.{key} must be a number, got the bool {value!r}')
+        raise AlamConfigError(f'{key} must be a number, got the bool {value!r}')
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise AlamConfigError(f'alam_cfgs.{key} must be a number, got {value!r}') from None
+        raise AlamConfigError(f'{key} must be a number, got {value!r}') from None
     if out != out or out in (float('inf'), float('-inf')):
-        raise AlamConfigError(f'alam_cfgs.{key} must be finite, got {value!r}')
+        raise AlamConfigError(f'{key} must be finite, got {value!r}')
     return out
 
 
 def _to_int(key: str, value: Any) -> int:
     number = _to_float(key, value)
     if number != int(number):
-        raise AlamConfigError(f'alam_cfgs.{key} must be an integer, got {value!r}')
+        raise AlamConfigError(f'{key} must be an integer, got {value!r}')
     return int(number)
 
 
@@ -45,7 +45,7 @@ def _to_bool(key: str, value: Any) -> bool:
         return True
     if text in ('false', '0', 'no', 'off'):
         return False
-    raise AlamConfigError(f'alam_cfgs.{key} must be true or false, got {value!r}')
+    raise AlamConfigError(f'{key} must be true or false, got {value!r}')
 
 
 def _to_int_list(key: str, value: Any) -> list[int]:
@@ -53,7 +53,7 @@ def _to_int_list(key: str, value: Any) -> list[int]:
         value = value.strip().strip('[]')
         value = [v for v in value.split(',') if v.strip()]
     if not isinstance(value, (list, tuple)) or not value:
-        raise AlamConfigError(f'alam_cfgs.{key} must be a non-empty list of integers, got {value!r}')
+        raise AlamConfigError(f'{key} must be a non-empty list of integers, got {value!r}')
     return [_to_int(key, v) for v in value]
 
 
@@ -61,7 +61,7 @@ def _to_choice(*choices: str) -> Callable[[str, Any], str]:
     def convert(key: str, value: Any) -> str:
         text = str(value).strip().lower()
         if text not in choices:
-            raise AlamConfigError(f'alam_cfgs.{key} must be one of {choices}, got {value!r}')
+            raise AlamConfigError(f'{key} must be one of {choices}, got {value!r}')
         return text
 
     return convert
@@ -115,7 +115,7 @@ def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise AlamConfigError(f'alam_cfgs is missing key(s): {missing}')
     for key, spec in ALAM_KEYS.items():
-        value = spec.convert(key, alam_cfgs[key])
+        value = spec.convert(f'alam_cfgs.{key}', alam_cfgs[key])
         if not spec.check(value):
             raise AlamConfigError(f'alam_cfgs.{key}={value!r} {spec.requirement}')
         alam_cfgs[key] = value
@@ -127,17 +127,40 @@ def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
     return alam_cfgs
 
 
-def validate_run_cfgs(cfgs: Any) -> None:
-    """Check the settings outside ``alam_cfgs`` that the state-wise algorithms rely on.
+def coerce_like_defaults(cfgs: dict[str, Any], defaults: dict[str, Any], prefix: str = '') -> None:
+    """Convert string values that OmniSafe's CLI left unparsed to the type of their default.
 
-    - ``algo_cfgs.cost_normalize`` must be false: ``d`` is a tolerance on the discounted value
-      of the *raw* cost, and a running normaliser would silently move it.
+    ``'1e-3'`` becomes a float where the default is a float, ``'false'`` a bool, ``['16', '16']``
+    a list of ints, and so on. A value that does not convert raises :class:`AlamConfigError`
+    naming the key. Keys without a default (or ``env_cfgs``, free-form) are left alone.
     """
-    cost_normalize = cfgs.algo_cfgs.cost_normalize
-    if isinstance(cost_normalize, str):
-        cost_normalize = _to_bool('cost_normalize', cost_normalize)
-        cfgs.algo_cfgs.cost_normalize = cost_normalize
-    if cost_normalize:
+    for key, value in list(cfgs.items()):
+        if key not in defaults or key == 'env_cfgs':
+            continue
+        default, name = defaults[key], f'{prefix}{key}'
+        if isinstance(value, dict) and isinstance(default, dict):
+            coerce_like_defaults(value, default, f'{name}.')
+        elif isinstance(default, bool):
+            cfgs[key] = _to_bool(name, value)
+        elif isinstance(default, int) and isinstance(value, str):
+            cfgs[key] = _to_int(name, value)
+        elif isinstance(default, float) and isinstance(value, (str, int)):
+            cfgs[key] = _to_float(name, value)
+        elif isinstance(default, list) and all(isinstance(v, int) for v in default):
+            cfgs[key] = _to_int_list(name, value)
+
+
+def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None:
+    """Check a whole run config of a plugin algorithm before anything is built.
+
+    - values left as strings by OmniSafe's CLI are coerced to their default's type;
+    - ``algo_cfgs.cost_normalize`` must be false: ``d`` is a tolerance on the discounted value
+      of the *raw* cost, and a running normaliser would silently move it;
+    - every ``alam_cfgs`` key is coerced and range-checked (:func:`validate_alam_cfgs`).
+    """
+    if defaults is not None:
+        coerce_like_defaults(cfgs, defaults)
+    if cfgs.algo_cfgs.cost_normalize:
         raise AlamConfigError(
             'algo_cfgs.cost_normalize must be False for state-wise algorithms: alam_cfgs.d is a '
             'tolerance on the discounted raw cost, which a cost normaliser would rescale',

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
-__all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'config_path', 'register']
+__all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'config_path', 'load_defaults', 'register']
 
 #: name -> OmniSafe algorithm type
 PLUGIN_ALGORITHMS: dict[str, str] = {
@@ -43,6 +43,18 @@ _PATCHED = '__omnisafe_alam_patched__'
 def config_path(algo: str) -> Path:
     """Path of the default YAML of a plugin algorithm."""
     return CONFIG_DIR / PLUGIN_ALGORITHMS[algo] / f'{algo}.yaml'
+
+
+def load_defaults(algo: str, env_id: str | None = None) -> dict[str, Any]:
+    """The plugin algorithm's ``defaults`` block, updated by its ``env_id`` section if any."""
+    from omnisafe.utils.config import Config
+    from omnisafe.utils.tools import load_yaml
+
+    kwargs = load_yaml(str(config_path(algo)))
+    defaults = Config.dict2config(kwargs['defaults'])
+    if env_id is not None and kwargs.get(env_id) is not None:
+        defaults.recurisve_update(kwargs[env_id])
+    return defaults
 
 
 def _register_classes() -> None:
@@ -104,17 +116,8 @@ def _make_get_default_kwargs_yaml(original: Callable[..., Any]) -> Callable[...,
     def get_default_kwargs_yaml(algo: str, env_id: str, algo_type: str) -> Any:
         if algo not in PLUGIN_ALGORITHMS:
             return original(algo, env_id, algo_type)
-        from omnisafe.utils.config import Config
-        from omnisafe.utils.tools import load_yaml
-
-        path = config_path(algo)
-        print(f'Loading {algo}.yaml from {path}')
-        kwargs = load_yaml(str(path))
-        defaults = Config.dict2config(kwargs['defaults'])
-        env_specific = kwargs.get(env_id)
-        if env_specific is not None:
-            defaults.recurisve_update(env_specific)
-        return defaults
+        print(f'Loading {algo}.yaml from {config_path(algo)}')
+        return load_defaults(algo, env_id)
 
     return get_default_kwargs_yaml
 
@@ -124,9 +127,9 @@ def _make_check_variant_valid(original: Callable[..., Any]) -> Callable[..., Any
     def check_variant_vaild(self: Any, variant: dict[str, Any]) -> None:
         if variant.get('algo') not in PLUGIN_ALGORITHMS:
             return original(self, variant)
-        from omnisafe.utils.tools import load_yaml, recursive_check_config
+        from omnisafe.utils.tools import recursive_check_config
 
-        default_config = load_yaml(str(config_path(variant['algo'])))['defaults']
+        default_config = load_defaults(variant['algo'])
         recursive_check_config(variant, default_config, exclude_keys=('algo', 'env_id'))
         return None
 

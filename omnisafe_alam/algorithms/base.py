@@ -15,6 +15,7 @@ from omnisafe_alam import functional as F
 from omnisafe_alam.adapter import StatewiseOffPolicyAdapter
 from omnisafe_alam.config import validate_run_cfgs
 from omnisafe_alam.models import DualState, MultiplierNet, StatewiseActorQCritic
+from omnisafe_alam.registration import load_defaults
 
 __all__ = ['StatewiseSAC']
 
@@ -50,7 +51,7 @@ class StatewiseSAC(SAC):
     # ------------------------------------------------------------------ set-up
     def _init_env(self) -> None:
         """Validate the plugin's config, then build the fixed adapter (see its doc)."""
-        validate_run_cfgs(self._cfgs)
+        validate_run_cfgs(self._cfgs, load_defaults(self._cfgs.algo, self._env_id))
         self._env = StatewiseOffPolicyAdapter(
             self._env_id,
             self._cfgs.train_cfgs.vector_env_nums,
@@ -163,6 +164,17 @@ class StatewiseSAC(SAC):
             *self._dual_stats,
         ):
             self._logger.register_key(key)
+
+    def learn(self) -> tuple[float, float, float]:
+        """OmniSafe's training loop, then a checkpoint of the final policy.
+
+        OmniSafe saves only every ``save_model_freq`` epochs, so a run shorter than that would
+        keep nothing but the untrained epoch-0 policy.
+        """
+        result = super().learn()
+        if self._epochs % self._cfgs.logger_cfgs.save_model_freq:
+            self._logger.torch_save()
+        return result
 
     # ------------------------------------------------------------ estimates
     @property

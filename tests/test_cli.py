@@ -1,0 +1,172 @@
+"""Training, evaluation and benchmarking through OmniSafe's own CLI, in fresh interpreters."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import BIN, cli_tiny_args, run_cli
+
+DIAGNOSTICS = [
+    'Metrics/MultiplierMean',
+    'Metrics/MultiplierMax',
+    'Metrics/Rho',
+    'Metrics/Violation',
+    'Metrics/FeasibleFrac',
+    'Loss/Loss_multiplier',
+    'Metrics/EpUnsafeSteps',
+    'Value/F_hat',
+]
+
+
+def _run_dir(log_dir: Path, algo: str) -> Path:
+    (run,) = (log_dir / 'train' / f'{algo}-{{SafetyPointGoal1-v0}}').glob('seed-*')
+    return run
+
+
+@pytest.fixture(scope='module')
+def sacalam_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny SACALaM run through `omnisafe train`, into a dotted --log-dir, with overrides."""
+    log_dir = tmp_path_factory.mktemp('cli') / 'tmp.8JH2ICdwY1'
+    log_dir.mkdir()
+    args = cli_tiny_args('SACALaM') + [
+        '--log-dir', str(log_dir),
+        '--custom-cfgs', 'alam_cfgs:rho_max', '--custom-cfgs', '10',
+        '--custom-cfgs', 'alam_cfgs:d', '--custom-cfgs', '1e-2',
+        '--custom-cfgs', 'alam_cfgs:cost_indicator', '--custom-cfgs', 'false',
+    ]
+    out = run_cli(args, cwd=log_dir)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return _run_dir(log_dir, 'SACALaM')
+
+
+def test_custom_cfgs_reach_the_run_config_with_their_types(sacalam_run: Path) -> None:
+    cfg = json.loads((sacalam_run / 'config.json').read_text())
+    assert cfg['algo'] == 'SACALaM'
+    assert cfg['alam_cfgs']['rho_max'] == 10.0
+    assert cfg['alam_cfgs']['d'] == 0.01
+    assert cfg['alam_cfgs']['cost_indicator'] is False
+    assert cfg['model_cfgs']['actor']['hidden_sizes'] == [32, 32]
+
+
+def test_training_logs_the_state_wise_diagnostics(sacalam_run: Path) -> None:
+    progress = pd.read_csv(sacalam_run / 'progress.csv')
+    assert len(progress) == 2  # 400 steps / 200 per epoch
+    for key in DIAGNOSTICS:
+        assert key in progress.columns, key
+    last = progress.iloc[-1]
+    assert last['TotalEnvSteps'] == 400
+    assert last['Metrics/Rho'] >= 1.0
+    assert last['Metrics/MultiplierMean'] > 0.0  # softplus head: strictly positive
+    assert 0.0 <= last['Metrics/FeasibleFrac'] <= 1.0
+    assert progress[['Loss/Loss_pi', 'Loss/Loss_cost_critic']].notna().all().all()
+
+
+def test_checkpoint_holds_state_dicts_that_load_with_weights_only(sacalam_run: Path) -> None:
+    final = sacalam_run / 'torch_save' / 'epoch-2.pt'
+    assert final.exists(), sorted(p.name for p in (sacalam_run / 'torch_save').iterdir())
+    params = torch.load(final, weights_only=True)
+    assert set(params) == {'pi', 'cost_critic', 'multiplier', 'dual'}
+    assert float(params['dual']['rho']) >= 1.0
+    assert any(k.endswith('weight') for k in params['multiplier'])
+
+
+def test_omnisafe_eval_of_the_saved_run(sacalam_run: Path) -> None:
+    out = run_cli(
+        [str(BIN / 'omnisafe'), 'eval', str(sacalam_run.parent), '--num-episode', '1', '--no-render'],
+        cwd=sacalam_run,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    checkpoints = list((sacalam_run / 'torch_save').glob('epoch-*.pt'))
+    assert len(checkpoints) == 3  # epoch-0 (untrained), 1 and 2 (save_model_freq=1)
+    assert out.stdout.count('Average episode reward') == len(checkpoints)
+
+
+@pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC'])
+def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> None:
+    out = run_cli(cli_tiny_args(algo) + ['--log-dir', str(tmp_path)], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    progress = pd.read_csv(_run_dir(tmp_path, algo) / 'progress.csv')
+    assert len(progress) == 2
+    assert progress['Loss/Loss_pi'].notna().all()
+    if algo == 'ASAC':
+        assert 'Metrics/LagrangeMultiplier' in progress.columns
+    if algo == 'SACLagNet':
+        assert (progress['Metrics/Rho'] == 1.0).all()  # no penalty schedule
+
+
+def test_two_vector_envs_do_not_hang(tmp_path: Path) -> None:
+    args = cli_tiny_args('SACALaM') + ['--log-dir', str(tmp_path), '--vector-env-nums', '2']
+    out = run_cli(args, cwd=tmp_path, timeout=180)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    progress = pd.read_csv(_run_dir(tmp_path, 'SACALaM') / 'progress.csv')
+    # OmniSafe counts vector steps as 2*(i)+1: 199 and 399 mean 200 and 400 env steps
+    assert progress['TotalEnvSteps'].tolist() == [199, 399]
+
+
+@pytest.mark.parametrize(
+    ('key', 'value', 'named'),
+    [
+        ('alam_cfgs:sigma', '1', 'alam_cfgs.sigma'),
+        ('alam_cfgs:rho_max', '0.5', 'alam_cfgs.rho_max'),
+        ('alam_cfgs:K', '0', 'alam_cfgs.K'),
+        ('algo_cfgs:cost_normalize', 'True', 'algo_cfgs.cost_normalize'),
+    ],
+)
+def test_bad_config_stops_before_training(tmp_path: Path, key: str, value: str, named: str) -> None:
+    args = cli_tiny_args('SACALaM') + ['--log-dir', str(tmp_path), '--custom-cfgs', key, '--custom-cfgs', value]
+    out = run_cli(args, cwd=tmp_path, timeout=120)
+    assert out.returncode != 0
+    assert named in out.stdout + out.stderr
+    assert not (tmp_path / 'train').exists()  # nothing was built or logged
+
+
+def test_benchmark_grid_then_analyze(tmp_path: Path) -> None:
+    grid = tmp_path / 'grid.yaml'
+    grid.write_text(
+        'algo: [SACALaM, SACLag]\n'
+        'env_id: [SafetyPointGoal1-v0]\n'
+        'seed: [0]\n'
+        'train_cfgs:total_steps: [400]\n'
+        'train_cfgs:torch_threads: [1]\n'
+        'algo_cfgs:steps_per_epoch: [200]\n'
+        'algo_cfgs:start_learning_steps: [100]\n'
+        'algo_cfgs:batch_size: [32]\n'
+        'logger_cfgs:use_tensorboard: [False]\n',
+    )
+    out = run_cli(
+        [str(BIN / 'omnisafe'), 'benchmark', 'tiny', '2', str(grid), '--log-dir', str(tmp_path)],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = sorted((tmp_path / 'benchmark' / 'tiny').glob('*/*-{SafetyPointGoal1-v0}/seed-*'))
+    assert sorted(r.parent.name.split('-')[0] for r in runs) == ['SACALaM', 'SACLag']
+    for run in runs:
+        assert len(pd.read_csv(run / 'progress.csv')) == 2
+    out = run_cli(
+        [str(BIN / 'omnisafe'), 'analyze-grid', str(tmp_path / 'benchmark' / 'tiny'), 'algo'],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(tmp_path.glob('algo---SafetyPointGoal1-v0---*.png'))
+
+
+def test_agent_api_in_a_user_script_without_importing_the_plugin(tmp_path: Path) -> None:
+    script = tmp_path / 'user_script.py'
+    script.write_text(
+        'import omnisafe\n'
+        f'cfgs = {{"train_cfgs": {{"total_steps": 400, "torch_threads": 1}},\n'
+        '        "algo_cfgs": {"steps_per_epoch": 200, "start_learning_steps": 100, "batch_size": 32},\n'
+        f'        "logger_cfgs": {{"log_dir": {str(tmp_path)!r}, "use_tensorboard": False}}}}\n'
+        'agent = omnisafe.Agent("SACALaM", "SafetyPointGoal1-v0", custom_cfgs=cfgs)\n'
+        'agent.learn()\n'
+        'print("LEARNED", type(agent.agent).__module__)\n',
+    )
+    out = run_cli([sys.executable, str(script)], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'LEARNED omnisafe_alam.algorithms.variants' in out.stdout

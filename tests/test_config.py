@@ -1,0 +1,88 @@
+"""Bad config values are rejected before training, with the key's name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from omnisafe_alam.config import AlamConfigError, coerce_like_defaults, validate_alam_cfgs
+from omnisafe_alam.registration import PLUGIN_ALGORITHMS, load_defaults
+
+
+@pytest.fixture()
+def alam() -> dict:
+    return copy.deepcopy(load_defaults('SACALaM')['alam_cfgs'].todict())
+
+
+def test_defaults_are_valid_and_table_i(alam: dict) -> None:
+    out = validate_alam_cfgs(alam)
+    assert (out['K'], out['m_lambda'], out['n_dual']) == (5, 200, 5)
+    assert (out['rho_max'], out['sigma'], out['d'], out['multiplier_lr']) == (5.0, 1.01, 0.1, 1e-5)
+
+
+def test_all_variants_share_one_key_group() -> None:
+    groups = {algo: load_defaults(algo) for algo in PLUGIN_ALGORITHMS}
+    reference = groups['SACALaM']
+    for algo, cfgs in groups.items():
+        assert cfgs == reference, f'{algo}.yaml drifted from SACALaM.yaml'
+
+
+def test_cli_strings_are_coerced(alam: dict) -> None:
+    alam.update(
+        d='1e-2',
+        K='3',
+        cost_indicator='false',
+        rho_init='2',
+        multiplier_hidden_sizes=['16', '16'],
+        multiplier_output='ReLU',
+    )
+    out = validate_alam_cfgs(alam)
+    assert out['d'] == 0.01 and out['K'] == 3 and out['cost_indicator'] is False
+    assert out['rho_init'] == 2.0
+    assert out['multiplier_hidden_sizes'] == [16, 16] and out['multiplier_output'] == 'relu'
+
+
+@pytest.mark.parametrize(
+    ('key', 'value', 'message'),
+    [
+        ('K', 0, 'alam_cfgs.K'),
+        ('K', 2.5, 'alam_cfgs.K must be an integer'),
+        ('d', -0.1, 'alam_cfgs.d'),
+        ('d', 'abc', 'alam_cfgs.d must be a number'),
+        ('sigma', 1.0, 'alam_cfgs.sigma'),
+        ('rho_max', 0.5, 'alam_cfgs.rho_max=0.5 must be >= alam_cfgs.rho_init'),
+        ('m_lambda', '-1', 'alam_cfgs.m_lambda'),
+        ('n_dual', 0, 'alam_cfgs.n_dual'),
+        ('multiplier_lr', 0, 'alam_cfgs.multiplier_lr'),
+        ('multiplier_output', 'sigmoid', 'alam_cfgs.multiplier_output'),
+        ('cost_indicator', 'maybe', 'alam_cfgs.cost_indicator'),
+        ('multiplier_hidden_sizes', [], 'alam_cfgs.multiplier_hidden_sizes'),
+        ('rho_init', float('nan'), 'alam_cfgs.rho_init must be finite'),
+    ],
+)
+def test_bad_values_name_the_key(alam: dict, key: str, value: object, message: str) -> None:
+    alam[key] = value
+    with pytest.raises(AlamConfigError, match=message.replace('.', r'\.').replace('=', '=')):
+        validate_alam_cfgs(alam)
+
+
+def test_unknown_and_missing_keys(alam: dict) -> None:
+    with pytest.raises(AlamConfigError, match='unknown key'):
+        validate_alam_cfgs({**alam, 'rho_mx': 3})
+    del alam['K']
+    with pytest.raises(AlamConfigError, match=r"missing key\(s\): \['K'\]"):
+        validate_alam_cfgs(alam)
+
+
+def test_coerce_like_defaults_fixes_omnisafe_keys_too() -> None:
+    defaults = load_defaults('SACALaM')
+    cfgs = {
+        'model_cfgs': {'actor': {'hidden_sizes': ['16', '16'], 'lr': '1e-3'}},
+        'algo_cfgs': {'obs_normalize': 'true', 'batch_size': '64'},
+    }
+    coerce_like_defaults(cfgs, defaults)
+    assert cfgs['model_cfgs']['actor'] == {'hidden_sizes': [16, 16], 'lr': 1e-3}
+    assert cfgs['algo_cfgs'] == {'obs_normalize': True, 'batch_size': 64}
+    with pytest.raises(AlamConfigError, match=r'algo_cfgs\.batch_size'):
+        coerce_like_defaults({'algo_cfgs': {'batch_size': 'big'}}, defaults)

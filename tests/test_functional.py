@@ -1,0 +1,134 @@
+"""Each SPEC formula against values computed by hand (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from omnisafe_alam import functional as F
+
+T = torch.tensor
+LAM = T([1.0, 0.0, 2.0])
+G = T([-1.0, 0.5, 0.2])
+RHO = 2.0
+
+
+def test_f_hat_is_mean_over_k_of_max_over_twin_critics() -> None:
+    # critic 1: [[1, 2], [3, 0]], critic 2: [[2, 1], [1, 1]]   (rows k, columns states)
+    # max over critics: [[2, 2], [3, 1]]; mean over k: [(2+3)/2, (2+1)/2] = [2.5, 1.5]
+    q_c = T([[[1.0, 2.0], [3.0, 0.0]], [[2.0, 1.0], [1.0, 1.0]]])
+    assert torch.allclose(F.f_hat(q_c), T([2.5, 1.5]))
+
+
+def test_f_hat_rejects_wrong_shape() -> None:
+    with pytest.raises(ValueError, match='N, K, B'):
+        F.f_hat(torch.zeros(2, 3))
+
+
+def test_cost_critic_target_is_pessimistic_and_stops_at_terminals() -> None:
+    # max over critics at x': [2, 4]; y = [1 + 0.5*2, 0 + 0.5*0*4] = [2, 0]
+    y = F.cost_critic_target(T([1.0, 0.0]), T([0.0, 1.0]), T([[1.0, 4.0], [2.0, 3.0]]), 0.5)
+    assert torch.allclose(y, T([2.0, 0.0]))
+
+
+def test_optimal_slack_closed_form() -> None:
+    # -lam/rho = [-0.5, 0, -1]; -lam/rho - g = [0.5, -0.5, -1.2]; clipped at 0
+    assert torch.allclose(F.optimal_slack(LAM, G, RHO), T([0.5, 0.0, 0.0]))
+
+
+def test_clipped_residual_equals_g_plus_optimal_slack() -> None:
+    m = F.clipped_residual(LAM, G, RHO)
+    assert torch.allclose(m, T([-0.5, 0.5, 0.2]))
+    assert torch.allclose(m, G + F.optimal_slack(LAM, G, RHO))
+
+
+def test_augmented_penalty_eq16_terms() -> None:
+    # lam*m + rho/2*m^2 with m = [-0.5, 0.5, 0.2]:
+    # [1*-0.5 + 0.25, 0 + 0.25, 2*0.2 + 0.04] = [-0.25, 0.25, 0.44]
+    assert torch.allclose(F.augmented_penalty(LAM, G, RHO), T([-0.25, 0.25, 0.44]))
+
+
+def test_augmented_penalty_equals_slack_form_of_eq4() -> None:
+    # L = lam*(g + p) + rho/2*(g + p)^2 at the optimal slack p
+    p = F.optimal_slack(LAM, G, RHO)
+    eq4 = LAM * (G + p) + 0.5 * RHO * (G + p) ** 2
+    assert torch.allclose(F.augmented_penalty(LAM, G, RHO), eq4)
+
+
+def test_augmented_penalty_gradient_is_the_dual_target() -> None:
+    # d/dg [lam*m + rho/2 m^2] = lam + rho*g where active, 0 where inactive = max(lam+rho*g, 0):
+    # the effective multiplier of Eq. 8 is exactly the dual target.
+    g = G.clone().requires_grad_(True)
+    F.augmented_penalty(LAM, g, RHO).sum().backward()
+    assert torch.allclose(g.grad, F.dual_target(LAM, G, RHO))
+    assert torch.allclose(g.grad, T([0.0, 1.0, 2.4]))
+
+
+def test_lagrangian_penalty() -> None:
+    assert torch.allclose(F.lagrangian_penalty(LAM, G), T([-1.0, 0.0, 0.4]))
+
+
+def test_dual_target() -> None:
+    # max(lam + 2g, 0) = [max(-1, 0), 1, 2.4]
+    assert torch.allclose(F.dual_target(LAM, G, RHO), T([0.0, 1.0, 2.4]))
+
+
+def test_multiplier_regression_loss_eq9_and_stop_gradient() -> None:
+    lam = T([0.5, 1.0, 2.0]).requires_grad_(True)
+    target = T([0.0, 1.0, 2.4]).requires_grad_(True)
+    loss = F.multiplier_regression_loss(lam, target)
+    # mean(0.25, 0, 0.16) = 0.41 / 3
+    assert loss.item() == pytest.approx(0.41 / 3)
+    loss.backward()
+    assert target.grad is None
+    assert torch.allclose(lam.grad, 2 * (lam.detach() - target.detach()) / 3)
+
+
+def test_multiplier_ascent_loss_eq3_and_stop_gradient() -> None:
+    lam = T([0.5, 1.0, 2.0]).requires_grad_(True)
+    g = G.clone().requires_grad_(True)
+    loss = F.multiplier_ascent_loss(lam, g)
+    # -mean(-0.5, 0.5, 0.4) = -0.4/3
+    assert loss.item() == pytest.approx(-0.4 / 3)
+    loss.backward()
+    assert g.grad is None
+    assert torch.allclose(lam.grad, -G / 3)  # descent on it = ascent along g
+
+
+def test_violation_metric() -> None:
+    # sqrt(mean([0.25, 0.25, 0.04])) = sqrt(0.18)
+    assert F.violation_metric(LAM, G, RHO) == pytest.approx(math.sqrt(0.18))
+
+
+def test_violation_metric_scalar_is_abs_m() -> None:
+    # ASAC: lam=1, G=-0.2, rho=2: M = max(-0.5, -0.2) = -0.2, v = 0.2
+    assert F.violation_metric(T(1.0), T(-0.2), 2.0) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ('rho', 'v', 'expected'),
+    [
+        (2.0, 0.6, 3.0),  # v > 1/rho = 0.5: grow by sigma = 1.5
+        (2.0, 0.4, 2.0),  # v <= 1/rho: unchanged
+        (2.0, 0.5, 2.0),  # boundary: strict inequality
+        (4.0, 1.0, 5.0),  # 1.5*4 = 6 capped at rho_max = 5
+        (5.0, 9.0, 5.0),  # at the cap it stays
+    ],
+)
+def test_penalty_step(rho: float, v: float, expected: float) -> None:
+    assert F.penalty_step(rho, v, sigma=1.5, rho_max=5.0) == pytest.approx(expected)
+
+
+def test_penalty_step_refuses_nan() -> None:
+    with pytest.raises(FloatingPointError, match='violation'):
+        F.penalty_step(1.0, float('nan'), 1.01, 5.0)
+
+
+@pytest.mark.parametrize(
+    ('lam', 'g_agg', 'expected'),
+    [(1.0, -0.3, 0.4), (1.0, -1.0, 0.0), (0.5, 0.25, 1.0)],  # max(lam + 2*G, 0)
+)
+def test_scalar_dual_step(lam: float, g_agg: float, expected: float) -> None:
+    assert F.scalar_dual_step(lam, g_agg, 2.0) == pytest.approx(expected)

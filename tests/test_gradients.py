@@ -1,0 +1,137 @@
+"""Gradient ownership: who may push gradients into which network (STYLE habit 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import build_algo
+
+STATEWISE = ['SACALaM', 'SACALaMGA', 'SACLagNet']
+
+
+def _grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in module.parameters()]
+
+
+def _zero(*modules: torch.nn.Module) -> None:
+    for module in modules:
+        module.zero_grad(set_to_none=True)
+
+
+@pytest.fixture(scope='module')
+def algos(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return {
+        name: build_algo(name, tmp_path_factory.mktemp(name), alam_cfgs={'multiplier_lr': 1e-2})
+        for name in [*STATEWISE, 'ASAC']
+    }
+
+
+@pytest.mark.parametrize('name', STATEWISE)
+def test_actor_loss_leaves_no_gradient_on_the_multiplier(algos: dict, name: str) -> None:
+    algo = algos[name]
+    ac = algo._actor_critic
+    obs = algo._buf.sample_batch()['obs']
+    _zero(ac)
+    algo._loss_pi(obs).backward()
+    assert all(g is None for g in _grads(ac.multiplier))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(ac.actor))
+
+
+@pytest.mark.parametrize('name', STATEWISE)
+def test_multiplier_loss_leaves_no_gradient_on_actor_or_critics(algos: dict, name: str) -> None:
+    algo = algos[name]
+    ac = algo._actor_critic
+    obs = algo._buf.sample_batch()['obs']
+    with torch.no_grad():
+        g = algo._residual(obs)
+    _zero(ac)
+    frozen = type(ac.multiplier)(obs.shape[-1], [32, 32])
+    frozen.load_state_dict(ac.multiplier.state_dict())
+    algo._multiplier_loss(obs, g, frozen.requires_grad_(False)).backward()
+    for part in (ac.actor, ac.reward_critic, ac.cost_critic):
+        assert all(grad is None for grad in _grads(part))
+    assert all(grad is not None for grad in _grads(ac.multiplier))
+    assert all(p.grad is None for p in frozen.parameters())
+
+
+def test_policy_gradient_reaches_theta_through_f_hat(algos: dict) -> None:
+    # With the SAC term removed, the penalty alone must move the actor (reparameterised K samples).
+    algo = algos['SACALaM']
+    obs = algo._buf.sample_batch()['obs']
+    _zero(algo._actor_critic)
+    g = algo._residual(obs)
+    lam = algo._multiplier_at(obs).detach() + 1.0
+    algo._penalty(lam, g).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in algo._actor_critic.actor.parameters())
+
+
+def test_dual_target_is_constant_across_the_n_dual_steps(algos: dict) -> None:
+    algo = algos['SACALaM']
+    net = algo._actor_critic.multiplier
+    probe = algo._buf.sample_batch()['obs']
+    with torch.no_grad():
+        start = net(probe).clone()
+    seen_frozen, seen_live = [], []
+    original = algo._multiplier_loss
+
+    def spy(obs: torch.Tensor, g: torch.Tensor, frozen: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            seen_frozen.append(frozen(probe).clone())
+            seen_live.append(net(probe).clone())
+        return original(obs, g, frozen)
+
+    algo._multiplier_loss = spy
+    try:
+        algo._update_multiplier(algo._buf.sample_batch()['obs'])
+    finally:
+        del algo._multiplier_loss
+    assert len(seen_frozen) == algo._cfgs.alam_cfgs.n_dual == 5
+    for frozen_out in seen_frozen:  # lambda_k stays the multiplier at the start of the cycle
+        assert torch.equal(frozen_out, start)
+    assert not torch.allclose(seen_live[-1], start)  # while the live network moves
+
+
+def test_asac_scalar_multiplier_closed_form(algos: dict) -> None:
+    algo = algos['ASAC']
+    assert algo._actor_critic.multiplier is None
+    algo._dual.lam.fill_(0.0)
+    algo._dual.rho.fill_(2.0)
+    obs = algo._buf.sample_batch()['obs']
+    # a controlled residual field: g(x) = 0.3 everywhere, so G = 0.3
+    algo._residual = lambda o: torch.full((o.shape[0],), 0.3)
+    try:
+        algo._update_multiplier(obs)
+        assert float(algo._dual.lam) == pytest.approx(0.6)  # max(0 + 2*0.3, 0)
+        algo._residual = lambda o: torch.full((o.shape[0],), -1.0)
+        algo._update_multiplier(obs)
+        assert float(algo._dual.lam) == 0.0  # max(0.6 - 2, 0)
+        # the policy penalty uses the scalar on the batch mean: lam=0, G=-1 -> M=max(0,-1)=0
+        assert algo._penalty(algo._multiplier_at(obs), torch.full((4,), -1.0)).item() == 0.0
+    finally:
+        del algo._residual
+
+
+def test_penalty_schedule_raises_rho_on_violation(algos: dict) -> None:
+    algo = algos['SACALaM']
+    algo._dual.rho.fill_(1.0)
+    algo._cfgs.alam_cfgs.d = -100.0  # every state violates F_hat <= d by ~100 >> 1/rho
+    try:
+        algo._dual_cycle(algo._buf.sample_batch()['obs'])
+    finally:
+        algo._cfgs.alam_cfgs.d = 0.1
+    assert float(algo._dual.rho) == pytest.approx(1.01)
+    assert algo._dual_stats['Metrics/Violation'] > 1.0
+    assert algo._dual_stats['Metrics/FeasibleFrac'] == 0.0
+
+
+def test_lagnet_keeps_rho_fixed(algos: dict) -> None:
+    algo = algos['SACLagNet']
+    algo._cfgs.alam_cfgs.d = -100.0
+    try:
+        algo._dual_cycle(algo._buf.sample_batch()['obs'])
+    finally:
+        algo._cfgs.alam_cfgs.d = 0.1
+    assert float(algo._dual.rho) == algo._cfgs.alam_cfgs.rho_init
