@@ -42,6 +42,8 @@ def build_algo(algo: str, log_dir: Path, fill: int = 300, **overrides: Any) -> A
     cfgs = tiny_cfgs(log_dir)
     for group, values in overrides.items():
         cfgs.setdefault(group, {}).update(values)
+    if algo not in omnisafe_alam.PLUGIN_ALGORITHMS:
+        cfgs.pop('alam_cfgs')
     agent = omnisafe.Agent(algo, ENV_ID, custom_cfgs=cfgs)
     inner = agent.agent
     inner._env.rollout(  # noqa: SLF001

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omnisafe.algorithms.off_policy.sac import SAC
@@ -282,8 +283,14 @@ class StatewiseSAC(SAC):
         return loss
 
     def _update_actor(self, obs: torch.Tensor) -> None:
-        """SAC's actor and alpha step; every ``m_lambda`` policy steps, a dual cycle."""
-        super()._update_actor(obs)
+        """SAC's actor and alpha step; every ``m_lambda`` policy steps, a dual cycle.
+
+        The critics' parameters are frozen during the actor step: the policy loss only needs
+        gradients with respect to the actor, and skipping the (discarded) critic weight
+        gradients through the K-sample ``F_hat`` saves a large part of the step's time.
+        """
+        with _frozen(self._actor_critic.reward_critic, self._actor_critic.cost_critic):
+            super()._update_actor(obs)
         self._policy_steps += 1
         if self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0:
             self._dual_cycle(obs)
@@ -342,6 +349,19 @@ class StatewiseSAC(SAC):
                 **self._dual_stats,
             },
         )
+
+
+@contextlib.contextmanager
+def _frozen(*modules: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on the modules' parameters."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def _check_finite(name: str, value: torch.Tensor) -> None:
