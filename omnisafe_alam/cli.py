@@ -43,6 +43,22 @@ def uninstall_hook(
     typer.echo(f'removed {path}')
 
 
+@app.command('compare')
+def compare_runs(
+    roots: list[Path] = typer.Argument(..., help='benchmark or log directories holding finished runs'),
+    out: Path = typer.Option(Path('runs/compare'), help='where the PNGs and the table go'),
+    last_frac: float = typer.Option(0.1, help='final fraction of epochs averaged for the table'),
+    eval_episodes: int = typer.Option(0, help='deterministic episodes per run to count unsafe steps'),
+) -> None:
+    """Learning curves with 95% CIs, the normalised summary and a markdown table of runs."""
+    from omnisafe_alam.compare import compare
+
+    outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes)
+    for name, path in outputs.items():
+        typer.echo(f'{name}: {path}')
+    typer.echo(outputs['table'].read_text(encoding='utf-8'))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -11,7 +11,8 @@ What OmniSafe fixes at import time, and how each is extended here (idempotently)
 3. Default configs: ``get_default_kwargs_yaml`` (imported by name into ``algo_wrapper``) and
    ``ExperimentGrid.check_variant_vaild`` only look in ``omnisafe/configs``. Both are wrapped to
    read the plugin's YAMLs for the plugin's algorithms and defer to OmniSafe otherwise.
-4. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
+4. The known-answer environment ``StatewiseLimit-v0`` joins OmniSafe's environment registry.
+5. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
    any value containing a dot, so ``omnisafe train --log-dir /tmp/tmp.8JH2ICdwY1`` crashes. It
    is wrapped to keep such a value as a string; every value OmniSafe parsed before parses the
    same way.
@@ -168,8 +169,18 @@ def _patch_config_lookup() -> None:
     _wrap_once(tools, 'custom_cfgs_to_dict', _make_custom_cfgs_to_dict)
 
 
+def _register_envs() -> None:
+    from omnisafe.envs.core import env_register, support_envs
+
+    from omnisafe_alam.envs import LIMIT_ENV_ID, StatewiseLimitEnv
+
+    if LIMIT_ENV_ID not in support_envs():
+        env_register(StatewiseLimitEnv)
+
+
 def register() -> None:
-    """Make the plugin's algorithms first-class OmniSafe algorithms. Safe to call repeatedly."""
+    """Make the plugin's algorithms and environments first-class in OmniSafe. Idempotent."""
     _register_classes()
+    _register_envs()
     _extend_algorithm_tables()
     _patch_config_lookup()

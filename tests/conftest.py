@@ -33,7 +33,7 @@ def tiny_cfgs(log_dir: Path, **algo_cfgs: Any) -> dict[str, Any]:
     }
 
 
-def build_algo(algo: str, log_dir: Path, fill: int = 300, **overrides: Any) -> Any:
+def build_algo(algo: str, log_dir: Path, fill: int = 300, env_id: str = ENV_ID, **overrides: Any) -> Any:
     """The algorithm instance (not yet trained), its replay buffer filled with random steps."""
     import omnisafe
 
@@ -44,7 +44,7 @@ def build_algo(algo: str, log_dir: Path, fill: int = 300, **overrides: Any) -> A
         cfgs.setdefault(group, {}).update(values)
     if algo not in omnisafe_alam.PLUGIN_ALGORITHMS:
         cfgs.pop('alam_cfgs')
-    agent = omnisafe.Agent(algo, ENV_ID, custom_cfgs=cfgs)
+    agent = omnisafe.Agent(algo, env_id, custom_cfgs=cfgs)
     inner = agent.agent
     inner._env.rollout(  # noqa: SLF001
         rollout_step=fill,

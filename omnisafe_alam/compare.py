@@ -1,0 +1,288 @@
+"""Turn finished runs (a benchmark grid, or any tree of OmniSafe run directories) into the
+paper's comparison: learning curves with 95% intervals across seeds (Fig. 3 style), the
+normalised return-vs-cost summary over tasks from the last 10% of training (Fig. 2 style), and a
+markdown table.
+
+    omnisafe-alam compare runs/benchmark/my-grid --out runs/compare --eval-episodes 3
+
+What the table reports, per task and algorithm (mean +- 95% CI over seeds, last 10% of epochs):
+
+- ``return`` and ``ep_cost``: OmniSafe's ``Metrics/EpRet`` / ``Metrics/EpCost`` (undiscounted
+  episode sums). Episode cost is what OmniSafe's baselines constrain (``cost_limit`` 25 per
+  episode); the state-wise variants constrain ``F_hat(x) <= d`` at every state instead.
+- ``unsafe_steps``: steps with cost > 0 per episode, what state-wise safety is about. The
+  plugin's algorithms log it during training (``Metrics/EpUnsafeSteps``); OmniSafe's do not, so
+  with ``--eval-episodes N`` every algorithm's final policy is also rolled out deterministically
+  for N episodes and ``eval_unsafe_steps`` / ``eval_return`` / ``eval_cost`` are reported for all
+  alike.
+- ``multiplier``: the batch-mean multiplier (state-wise variants), or the scalar Lagrange
+  multiplier (SACLag, SACPID, ASAC); ``rho`` where there is one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from omnisafe_alam.runs import markdown_table
+
+__all__ = ['RunRecord', 'collect_runs', 'compare', 'mean_ci95', 'normalised_summary', 't_critical_95']
+
+# two-sided 95% Student-t critical values, df = 1..30
+_T95 = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+]
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% critical value of Student's t (1.96 beyond 30 degrees of freedom)."""
+    if df < 1:
+        return float('nan')
+    return _T95[df - 1] if df <= len(_T95) else 1.96
+
+
+def mean_ci95(values: Any) -> tuple[float, float]:
+    """Mean and half-width of its 95% t-interval (half-width NaN for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return float('nan'), float('nan')
+    if arr.size == 1:
+        return float(arr[0]), float('nan')
+    sem = arr.std(ddof=1) / np.sqrt(arr.size)
+    return float(arr.mean()), float(t_critical_95(arr.size - 1) * sem)
+
+
+@dataclass
+class RunRecord:
+    """One finished run: where it is, what it was, and its progress table."""
+
+    path: Path
+    algo: str
+    env_id: str
+    seed: int
+    progress: pd.DataFrame
+
+
+def collect_runs(roots: list[Path]) -> list[RunRecord]:
+    """Every run directory (``progress.csv`` beside ``config.json``) under the given roots."""
+    records = []
+    for root in roots:
+        for progress in sorted(Path(root).rglob('progress.csv')):
+            config = progress.parent / 'config.json'
+            if not config.exists():
+                continue
+            cfg = json.loads(config.read_text(encoding='utf-8'))
+            frame = pd.read_csv(progress)
+            if frame.empty:
+                continue
+            records.append(RunRecord(progress.parent, cfg['algo'], cfg['env_id'], int(cfg.get('seed', 0)), frame))
+    if not records:
+        raise FileNotFoundError(f'no finished runs (progress.csv + config.json) under {roots}')
+    return records
+
+
+def _tail(frame: pd.DataFrame, frac: float) -> pd.DataFrame:
+    return frame.iloc[-max(1, int(np.ceil(len(frame) * frac))) :]
+
+
+def _final_stats(record: RunRecord, frac: float) -> dict[str, float]:
+    tail = _tail(record.progress, frac)
+    stats = {
+        'return': tail['Metrics/EpRet'].mean(),
+        'ep_cost': tail['Metrics/EpCost'].mean(),
+    }
+    optional = {
+        'unsafe_steps': 'Metrics/EpUnsafeSteps',
+        'multiplier': 'Metrics/MultiplierMean',
+        'multiplier_max': 'Metrics/MultiplierMax',
+        'rho': 'Metrics/Rho',
+    }
+    for name, key in optional.items():
+        stats[name] = tail[key].mean() if key in tail else float('nan')
+    if np.isnan(stats['multiplier']) and 'Metrics/LagrangeMultiplier' in tail:
+        stats['multiplier'] = tail['Metrics/LagrangeMultiplier'].mean()
+    return {k: float(v) for k, v in stats.items()}
+
+
+def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
+    """Roll out the run's final policy deterministically; count steps with cost > 0."""
+    import torch
+    from omnisafe.envs.core import make
+    from omnisafe.models.actor.actor_builder import ActorBuilder
+
+    from omnisafe_alam.runs import final_checkpoint
+
+    cfg = json.loads((record.path / 'config.json').read_text(encoding='utf-8'))
+    env = make(record.env_id, num_envs=1, **(cfg.get('env_cfgs') or {}))
+    model = cfg['model_cfgs']
+    actor = ActorBuilder(
+        env.observation_space,
+        env.action_space,
+        model['actor']['hidden_sizes'],
+        model['actor']['activation'],
+        model['weight_initialization_mode'],
+    ).build_actor(model['actor_type'])
+    params = torch.load(final_checkpoint(record.path), map_location='cpu', weights_only=True)
+    actor.load_state_dict(params['pi'])
+    normalizer = None
+    if 'obs_normalizer' in params:
+        from omnisafe.common.normalizer import Normalizer
+
+        normalizer = Normalizer(shape=env.observation_space.shape, clip=5)
+        normalizer.load_state_dict(params['obs_normalizer'])
+    low = torch.as_tensor(env.action_space.low)
+    high = torch.as_tensor(env.action_space.high)
+    rets, costs, unsafe = [], [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=10_000 + episode)
+        ret = cost_sum = bad = 0.0
+        done = False
+        while not done:
+            with torch.no_grad():
+                inp = normalizer.normalize(obs) if normalizer is not None else obs
+                act = actor.predict(inp.float(), deterministic=True)
+            # OmniSafe trains in a [-1, 1] action box (ActionScale wrapper)
+            act = low + (act + 1.0) * 0.5 * (high - low)
+            obs, reward, cost, terminated, truncated, _ = env.step(act)
+            ret += float(reward)
+            cost_sum += float(cost)
+            bad += float(float(cost) > 0)
+            done = bool(terminated) or bool(truncated)
+        rets.append(ret)
+        costs.append(cost_sum)
+        unsafe.append(bad)
+    env.close()
+    return {
+        'eval_return': float(np.mean(rets)),
+        'eval_cost': float(np.mean(costs)),
+        'eval_unsafe_steps': float(np.mean(unsafe)),
+    }
+
+
+def normalised_summary(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 2: per-task min-max normalisation of final return and cost, then mean and 95% CI
+    of each algorithm over tasks and seeds (``per_run`` has env_id, algo, return, ep_cost)."""
+    frame = per_run.copy()
+    for column in ('return', 'ep_cost'):
+        low = frame.groupby('env_id')[column].transform('min')
+        span = frame.groupby('env_id')[column].transform('max') - low
+        frame[f'norm_{column}'] = np.where(span > 0, (frame[column] - low) / span.where(span > 0, 1), 0.5)
+    rows = []
+    for algo, group in frame.groupby('algo', sort=False):
+        ret, ret_ci = mean_ci95(group['norm_return'])
+        cost, cost_ci = mean_ci95(group['norm_ep_cost'])
+        rows.append({'algo': algo, 'norm_return': ret, 'norm_return_ci': ret_ci,
+                     'norm_cost': cost, 'norm_cost_ci': cost_ci, 'runs': len(group)})
+    return pd.DataFrame(rows)
+
+
+def _curves(records: list[RunRecord], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r.env_id for r in records})
+    algos = list(dict.fromkeys(r.algo for r in records))
+    fig, axes = plt.subplots(2, len(envs), figsize=(5 * len(envs), 7), squeeze=False)
+    for col, env_id in enumerate(envs):
+        for algo in algos:
+            runs = [r for r in records if r.env_id == env_id and r.algo == algo]
+            if not runs:
+                continue
+            length = min(len(r.progress) for r in runs)
+            steps = runs[0].progress['TotalEnvSteps'].to_numpy()[:length]
+            for row, key in enumerate(('Metrics/EpCost', 'Metrics/EpRet')):
+                values = np.stack([r.progress[key].to_numpy()[:length] for r in runs])
+                stats = [mean_ci95(values[:, i]) for i in range(length)]
+                mean = np.array([m for m, _ in stats])
+                half = np.nan_to_num(np.array([h for _, h in stats]))
+                ax = axes[row][col]
+                ax.plot(steps, mean, label=f'{algo} (n={len(runs)})')
+                ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+        axes[0][col].set_title(env_id)
+        axes[0][col].set_ylabel('episode cost')
+        axes[1][col].set_ylabel('episode return')
+        axes[1][col].set_xlabel('environment steps')
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle('mean and 95% CI across seeds')
+    fig.tight_layout()
+    path = out / 'learning_curves.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _summary_plot(summary: pd.DataFrame, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for row in summary.itertuples(index=False):
+        ax.errorbar(row.norm_cost, row.norm_return, xerr=np.nan_to_num(row.norm_cost_ci),
+                    yerr=np.nan_to_num(row.norm_return_ci), fmt='o', capsize=3, label=row.algo)
+    ax.invert_xaxis()  # right = safer, as in the paper's Fig. 2
+    ax.set_xlabel('normalised episode cost (inverted)')
+    ax.set_ylabel('normalised episode return')
+    ax.set_title('last 10% of training, min-max per task')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / 'normalised_summary.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes: int = 0) -> dict[str, Path]:
+    """Write learning_curves.png, normalised_summary.png, comparison.md and per_run.csv."""
+    if not 0.0 < last_frac <= 1.0:
+        raise ValueError(f'last_frac must be in (0, 1], got {last_frac}')
+    records = collect_runs(roots)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for record in records:
+        row = {'env_id': record.env_id, 'algo': record.algo, 'seed': record.seed, **_final_stats(record, last_frac)}
+        if eval_episodes > 0:
+            row.update(evaluate_unsafe_steps(record, eval_episodes))
+        rows.append(row)
+    per_run = pd.DataFrame(rows)
+    per_run.to_csv(out / 'per_run.csv', index=False)
+
+    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed')]
+    table_rows = []
+    for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
+        row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group)}
+        for metric in metrics:
+            mean, half = mean_ci95(group[metric])
+            row[metric] = 'n/a' if np.isnan(mean) else (f'{mean:.2f}' if np.isnan(half) else f'{mean:.2f} ± {half:.2f}')
+        table_rows.append(row)
+    summary = normalised_summary(per_run)
+    text = [
+        '# Comparison',
+        '',
+        f'Mean ± 95% CI over seeds of the last {last_frac:.0%} of training epochs.',
+        '',
+        markdown_table(pd.DataFrame(table_rows)),
+        '',
+        '## Normalised over tasks (Fig. 2 style)',
+        '',
+        markdown_table(summary.round(3)),
+        '',
+    ]
+    (out / 'comparison.md').write_text('\n'.join(text), encoding='utf-8')
+    return {
+        'table': out / 'comparison.md',
+        'per_run': out / 'per_run.csv',
+        'curves': _curves(records, out),
+        'summary': _summary_plot(summary, out),
+    }

@@ -1,0 +1,193 @@
+"""Reading finished runs back: config, checkpoints, networks, learning curves, stability figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    'LoadedRun',
+    'RunError',
+    'final_checkpoint',
+    'load_run',
+    'markdown_table',
+    'stability_metrics',
+    'total_variation',
+]
+
+
+class RunError(FileNotFoundError):
+    """A run directory lacks what is asked of it (config, progress or checkpoint)."""
+
+
+def _epoch_of(path: Path) -> int:
+    return int(path.stem.split('-')[-1])
+
+
+def final_checkpoint(run_dir: Path, checkpoint: str | None = None) -> Path:
+    """The newest ``torch_save/epoch-N.pt`` of a run, or the one named."""
+    save_dir = Path(run_dir) / 'torch_save'
+    if checkpoint is not None:
+        path = save_dir / checkpoint
+        if not path.exists():
+            available = sorted(p.name for p in save_dir.glob('*.pt')) if save_dir.exists() else []
+            raise RunError(f'checkpoint {path} not found; available: {available}')
+        return path
+    candidates = sorted(save_dir.glob('epoch-*.pt'), key=_epoch_of)
+    if not candidates:
+        raise RunError(f'no checkpoint (torch_save/epoch-N.pt) in run directory {run_dir}')
+    return candidates[-1]
+
+
+@dataclass
+class LoadedRun:
+    """A run's config and the networks of one checkpoint, rebuilt on CPU in eval mode."""
+
+    run_dir: Path
+    cfgs: dict[str, Any]
+    checkpoint: Path
+    actor: torch.nn.Module
+    multiplier: torch.nn.Module | None
+    cost_critic: torch.nn.Module | None
+    obs_normalizer: torch.nn.Module | None
+
+    @property
+    def algo(self) -> str:
+        return self.cfgs['algo']
+
+    @property
+    def env_id(self) -> str:
+        return self.cfgs['env_id']
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """Apply the run's observation normaliser, if it trained with one."""
+        if self.obs_normalizer is None:
+            return obs
+        return self.obs_normalizer.normalize(obs)
+
+    def f_hat(self, obs: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """``F_hat(x)`` of the saved policy and cost critics (``obs`` already normalised)."""
+        from omnisafe_alam import functional as F
+
+        if self.cost_critic is None:
+            raise RunError(f'run {self.run_dir} ({self.algo}) has no twin cost critics saved')
+        k = k or int(self.cfgs['alam_cfgs']['K'])
+        with torch.no_grad():
+            actions = self.actor(obs).sample((k,))
+            q_c = self.cost_critic(obs.expand(k, *obs.shape), actions)
+            return F.f_hat(torch.stack(q_c))
+
+
+def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
+    """Rebuild actor, multiplier and cost critics of a run from its config and a checkpoint."""
+    from gymnasium import spaces
+    from omnisafe.common.normalizer import Normalizer
+    from omnisafe.models.actor.actor_builder import ActorBuilder
+    from omnisafe.models.critic.critic_builder import CriticBuilder
+
+    from omnisafe_alam.models import MultiplierNet
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / 'config.json'
+    if not config_path.exists():
+        raise RunError(f'{run_dir} is not a run directory: it has no config.json')
+    cfgs = json.loads(config_path.read_text(encoding='utf-8'))
+    path = final_checkpoint(run_dir, checkpoint)
+    params = torch.load(path, map_location='cpu', weights_only=True)
+
+    model = cfgs['model_cfgs']
+    if model['actor_type'] != 'gaussian_sac':
+        raise RunError(f"run {run_dir} has actor_type {model['actor_type']!r}; only gaussian_sac loads")
+    # sizes from the actor's first weight (hidden, obs_dim) and last bias (2 * act_dim)
+    layers = [v for k, v in params['pi'].items() if k.startswith('net.')]
+    obs_dim, act_dim = int(layers[0].shape[1]), int(layers[-1].shape[0]) // 2
+    obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,))
+    act_space = spaces.Box(-1.0, 1.0, (act_dim,))
+    actor = ActorBuilder(
+        obs_space,
+        act_space,
+        model['actor']['hidden_sizes'],
+        model['actor']['activation'],
+        model['weight_initialization_mode'],
+    ).build_actor(model['actor_type'])
+    actor.load_state_dict(params['pi'])
+
+    multiplier = None
+    if 'multiplier' in params:
+        alam = cfgs['alam_cfgs']
+        multiplier = MultiplierNet(
+            obs_dim,
+            alam['multiplier_hidden_sizes'],
+            alam['multiplier_activation'],
+            alam['multiplier_output'],
+        )
+        multiplier.load_state_dict(params['multiplier'])
+
+    cost_critic = None
+    if 'cost_critic' in params:
+        cost_critic = CriticBuilder(
+            obs_space,
+            act_space,
+            model['critic']['hidden_sizes'],
+            model['critic']['activation'],
+            model['weight_initialization_mode'],
+            num_critics=2,
+        ).build_critic('q')
+        cost_critic.load_state_dict(params['cost_critic'])
+
+    obs_normalizer = None
+    if 'obs_normalizer' in params:
+        obs_normalizer = Normalizer(shape=(obs_dim,), clip=5)
+        obs_normalizer.load_state_dict(params['obs_normalizer'])
+
+    for net in (actor, multiplier, cost_critic, obs_normalizer):
+        if net is not None:
+            net.eval()
+    return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer)
+
+
+def total_variation(values: np.ndarray) -> float:
+    r"""Total variation :math:`\sum_t |v_{t+1} - v_t|` of a sequence (0 for fewer than 2 values)."""
+    values = np.asarray(values, dtype=float)
+    return float(np.abs(np.diff(values)).sum()) if values.size > 1 else 0.0
+
+
+def stability_metrics(progress: pd.DataFrame) -> dict[str, float]:
+    """Oscillation figures over the second half of a run's epochs (``progress.csv`` rows).
+
+    - ``multiplier_tv``: total variation of the epoch's batch-mean multiplier
+      (``Metrics/MultiplierMean``, or ASAC/SACLag's ``Metrics/LagrangeMultiplier``);
+    - ``multiplier_tv_rel``: the same divided by the mean multiplier over that half;
+    - ``ep_cost_std``: standard deviation of ``Metrics/EpCost`` over that half;
+    - ``ep_cost_tv``: total variation of ``Metrics/EpCost`` over that half.
+    """
+    half = progress.iloc[len(progress) // 2 :]
+    key = 'Metrics/MultiplierMean' if 'Metrics/MultiplierMean' in half else 'Metrics/LagrangeMultiplier'
+    out = {'ep_cost_std': float(half['Metrics/EpCost'].std(ddof=0)),
+           'ep_cost_tv': total_variation(half['Metrics/EpCost'].to_numpy())}
+    if key in half:
+        lam = half[key].to_numpy(dtype=float)
+        out['multiplier_tv'] = total_variation(lam)
+        mean = float(np.mean(lam))
+        out['multiplier_tv_rel'] = out['multiplier_tv'] / mean if mean > 0 else float('nan')
+    return out
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return 'n/a' if np.isnan(value) else f'{value:.{digits}g}' if abs(value) < 1e-3 else f'{value:.{digits}f}'
+        return str(value)
+
+    header = '| ' + ' | '.join(map(str, frame.columns)) + ' |'
+    rule = '|' + '|'.join('---' for _ in frame.columns) + '|'
+    rows = ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in frame.itertuples(index=False)]
+    return '\n'.join([header, rule, *rows])
