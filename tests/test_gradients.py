@@ -135,3 +135,32 @@ def test_lagnet_keeps_rho_fixed(algos: dict) -> None:
     finally:
         algo._cfgs.alam_cfgs.d = 0.1
     assert float(algo._dual.rho) == algo._cfgs.alam_cfgs.rho_init
+
+
+def test_each_variant_wires_its_own_formulas(algos: dict) -> None:
+    """Hand values: lam = [1, 0, 2], g = [-1, 0.5, 0.2], rho = 2 (as in test_functional)."""
+    lam = torch.tensor([1.0, 0.0, 2.0])
+    g = torch.tensor([-1.0, 0.5, 0.2])
+    for name in ('SACALaM', 'SACALaMGA', 'ASAC'):
+        algos[name]._dual.rho.fill_(2.0)
+    # augmented Lagrangian per state: [-0.25, 0.25, 0.44]
+    for name in ('SACALaM', 'SACALaMGA'):
+        assert torch.allclose(algos[name]._penalty(lam, g), torch.tensor([-0.25, 0.25, 0.44]))
+    # Lagrangian per state: lam * g = [-1, 0, 0.4]
+    assert torch.allclose(algos['SACLagNet']._penalty(lam, g), torch.tensor([-1.0, 0.0, 0.4]))
+    # ASAC: scalar lam = 1 on G = mean(g) = -0.1: M = max(-0.5, -0.1) = -0.1 -> -0.1 + 0.01 = -0.09
+    assert algos['ASAC']._penalty(torch.tensor(1.0), g).item() == pytest.approx(-0.09)
+    # multiplier losses on a batch where the network is replaced by known values
+    obs = algos['SACALaM']._buf.sample_batch()['obs'][:3]
+    frozen = lambda o: torch.tensor([1.0, 0.0, 2.0])  # noqa: E731  lambda_k
+    for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
+        algos[name]._multiplier_at = lambda o: torch.tensor([0.5, 1.0, 2.0])
+    try:
+        # regression to max(lam_k + 2 g, 0) = [0, 1, 2.4]: mean(0.25, 0, 0.16)
+        assert algos['SACALaM']._multiplier_loss(obs, g, frozen).item() == pytest.approx(0.41 / 3)
+        # ascent: -mean(lam * g) = -mean(-0.5, 0.5, 0.4)
+        for name in ('SACALaMGA', 'SACLagNet'):
+            assert algos[name]._multiplier_loss(obs, g, frozen).item() == pytest.approx(-0.4 / 3)
+    finally:
+        for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
+            del algos[name]._multiplier_at

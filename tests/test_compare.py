@@ -1,0 +1,101 @@
+"""Comparing runs: the statistics by hand, the grid files, and the plots from a tiny real grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BIN, REPO, run_cli
+from omnisafe_alam.compare import mean_ci95, normalised_summary, t_critical_95
+
+
+def test_mean_ci95_by_hand() -> None:
+    # [1, 3]: mean 2, sd sqrt(2), sem 1, t(1) = 12.706
+    assert mean_ci95([1.0, 3.0]) == pytest.approx((2.0, 12.706))
+    # [1, 2, 3]: sem = 1 / sqrt(3), t(2) = 4.303
+    assert mean_ci95([1.0, 2.0, 3.0]) == pytest.approx((2.0, 4.303 / 3**0.5))
+    mean, half = mean_ci95([5.0])
+    assert mean == 5.0 and half != half  # NaN: no interval from one seed
+    assert t_critical_95(100) == 1.96
+
+
+def test_normalised_summary_by_hand() -> None:
+    per_run = pd.DataFrame(
+        {
+            'env_id': ['A', 'A', 'B', 'B'],
+            'algo': ['x', 'y', 'x', 'y'],
+            'return': [10.0, 20.0, 1.0, 3.0],
+            'ep_cost': [5.0, 0.0, 2.0, 2.0],
+        },
+    )
+    summary = normalised_summary(per_run).set_index('algo')
+    # task A: x -> return 0, cost 1; y -> 1, 0. Task B: x -> 0; y -> 1; costs equal -> 0.5
+    assert summary.loc['x', 'norm_return'] == pytest.approx(0.0)
+    assert summary.loc['y', 'norm_return'] == pytest.approx(1.0)
+    assert summary.loc['x', 'norm_cost'] == pytest.approx(0.75)  # mean(1, 0.5)
+    assert summary.loc['y', 'norm_cost'] == pytest.approx(0.25)  # mean(0, 0.5)
+
+
+@pytest.mark.parametrize(
+    'name',
+    ['benchmark_offpolicy.yaml', 'benchmark_offpolicy_2core.yaml', 'benchmark_onpolicy.yaml'],
+)
+def test_grid_files_parse_and_every_variant_validates(name: str) -> None:
+    from omnisafe.common.experiment_grid import ExperimentGrid
+
+    import omnisafe_alam  # noqa: F401
+
+    config = yaml.safe_load((REPO / 'examples' / name).read_text())
+    grid = ExperimentGrid('check')
+    for key, values in config.items():
+        grid.add(key=key, vals=values)
+    variants = grid.variants()
+    for variant in variants:
+        grid.check_variant_vaild(variant)
+    algos = {v['algo'] for v in variants}
+    envs = {v['env_id'] for v in variants}
+    assert {'SafetyPointGoal1-v0', 'SafetyPointCircle1-v0'} <= envs
+    assert len({v['seed'] for v in variants}) >= 2
+    if 'off' in name:
+        assert algos == {'SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC', 'SACLag', 'SACPID'}
+    else:
+        assert algos == {'P3O', 'OnCRPO'}
+
+
+def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
+    grid = tmp_path / 'grid.yaml'
+    grid.write_text(
+        'algo: [SACALaM, SACLag]\n'
+        'env_id: [StatewiseLimit-v0]\n'
+        'seed: [0, 1]\n'
+        'train_cfgs:total_steps: [600]\n'
+        'train_cfgs:torch_threads: [1]\n'
+        'algo_cfgs:steps_per_epoch: [200]\n'
+        'algo_cfgs:start_learning_steps: [200]\n'
+        'algo_cfgs:batch_size: [32]\n'
+        'logger_cfgs:use_tensorboard: [False]\n',
+    )
+    out = run_cli(
+        [str(BIN / 'omnisafe'), 'benchmark', 'tiny', '2', str(grid), '--log-dir', str(tmp_path)],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = tmp_path / 'compare'
+    out = run_cli(
+        [str(BIN / 'omnisafe-alam'), 'compare', str(tmp_path / 'benchmark' / 'tiny'),
+         '--out', str(result), '--eval-episodes', '2'],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for png in ('learning_curves.png', 'normalised_summary.png'):
+        assert (result / png).stat().st_size > 10_000
+        assert (result / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    per_run = pd.read_csv(result / 'per_run.csv')
+    assert sorted(per_run['algo']) == ['SACALaM', 'SACALaM', 'SACLag', 'SACLag']
+    assert per_run['eval_unsafe_steps'].between(0, 1).all()  # one-decision episodes
+    assert per_run.loc[per_run.algo == 'SACALaM', 'unsafe_steps'].notna().all()
+    table = (result / 'comparison.md').read_text()
+    assert '| StatewiseLimit-v0 | SACALaM | 2 |' in table and '±' in table
