@@ -59,6 +59,39 @@ def compare_runs(
     typer.echo(outputs['table'].read_text(encoding='utf-8'))
 
 
+def _velocity(text: str) -> tuple[float, float]:
+    try:
+        vx, vy = (float(v) for v in text.split(','))
+    except ValueError:
+        raise typer.BadParameter(f'velocity must be "vx,vy" in m/s, got {text!r}') from None
+    return vx, vy
+
+
+@app.command('riskmap')
+def riskmap_command(
+    run_dirs: list[Path] = typer.Argument(..., help='finished run directories (seed-* folders) of one task'),
+    out: Path = typer.Option(Path('riskmap.png'), help='PNG to write'),
+    velocity: list[str] = typer.Option(['0,0'], help='world-frame agent velocity "vx,vy" (repeat for columns)'),
+    heading: list[float] = typer.Option([0.0], help='agent heading in degrees, 0 = east (repeat for columns)'),
+    resolution: int = typer.Option(41, help='grid points per axis'),
+    layout_seed: int = typer.Option(0, help='reset seed fixing the hazards and goal layout'),
+    checkpoint: str = typer.Option(None, help='checkpoint file name, e.g. epoch-25.pt (default: newest)'),
+) -> None:
+    """Heatmaps of the learned multiplier lambda(x) and F_hat(x) over the arena (Fig. 6)."""
+    from omnisafe_alam.riskmap import riskmap
+
+    path = riskmap(
+        run_dirs,
+        out,
+        velocities=[_velocity(v) for v in velocity],
+        headings=heading,
+        resolution=resolution,
+        layout_seed=layout_seed,
+        checkpoint=checkpoint,
+    )
+    typer.echo(f'wrote {path}')
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

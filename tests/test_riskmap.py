@@ -1,0 +1,85 @@
+"""Risk maps: real observations from the simulator state, and the command on a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pytest
+
+from conftest import BIN, cli_tiny_args, run_cli
+from omnisafe_alam.riskmap import ArenaProbe, RiskMapError, grid_observations, riskmap
+
+
+def _agent_state(probe: ArenaProbe) -> tuple[float, ...]:
+    task = probe.task
+    x, y = task.agent.pos[:2]
+    heading = float(np.arctan2(task.agent.mat[1, 0], task.agent.mat[0, 0]))
+    twist = np.zeros(6)
+    mujoco.mj_objectVelocity(task.model, task.data, mujoco.mjtObj.mjOBJ_BODY, task.model.body('agent').id, twist, 0)
+    return float(x), float(y), heading, float(task.agent.vel[0]), float(task.agent.vel[1]), float(twist[2])
+
+
+@pytest.mark.parametrize('env_id', ['SafetyPointGoal1-v0', 'SafetyPointCircle1-v0', 'SafetyPointButton1-v0'])
+def test_point_observation_equals_the_environments_own(env_id: str) -> None:
+    probe = ArenaProbe(env_id, layout_seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # drive somewhere, then coast one step so the agent is moving
+        probe.env.step(rng.uniform(-1, 1, probe.env.action_space.shape))
+    obs_env, *_ = probe.env.step(np.zeros(probe.env.action_space.shape))
+    state = _agent_state(probe)
+    assert np.hypot(state[3], state[4]) > 0.01  # a moving state, not only a resting one
+    probe.observe(0.3, -0.4, 1.0, 0.5, 0.5)  # put it elsewhere first
+    np.testing.assert_allclose(probe.observe(*state), obs_env, atol=1e-5)
+    probe.close()
+
+
+def test_car_observation_equals_the_environments_own_at_rest() -> None:
+    # a car's wheels and suspension are not part of the map's state: compare a car at rest
+    probe = ArenaProbe('SafetyCarGoal1-v0', layout_seed=7)
+    obs_env, _ = probe.env.reset(seed=7)
+    state = _agent_state(probe)
+    probe.observe(0.3, -0.4, 1.0, 0.0, 0.0)
+    np.testing.assert_allclose(probe.observe(*state), obs_env, atol=1e-5)
+    probe.close()
+
+
+def test_grid_lidar_sees_the_hazards() -> None:
+    probe = ArenaProbe('SafetyPointGoal1-v0', layout_seed=0)
+    xs, ys, obs = grid_observations(probe, 5, 0.0, (0.0, 0.0))
+    assert obs.shape == (5, 5, 60) and len(xs) == len(ys) == 5
+    hazard = next(o for o in probe.obstacles() if o.kind == 'hazards')
+    near = probe.observe(hazard.x + 0.25, hazard.y, 0.0, 0.0, 0.0)
+    far = probe.observe(-hazard.x * 0.2, -hazard.y * 0.2, 0.0, 0.0, 0.0)
+    # the observation differs across the grid (lidar and all), not a constant fake feature
+    assert np.abs(obs[0, 0] - obs[-1, -1]).max() > 0.1
+    assert not np.allclose(near, far)
+    probe.close()
+
+
+def test_unsupported_task_gets_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps({'env_id': 'SafetyHalfCheetahVelocity-v1', 'algo': 'SACALaM'}))
+    with pytest.raises(RiskMapError, match='makes sense for the navigation tasks'):
+        riskmap([run], tmp_path / 'x.png')
+    with pytest.raises(RiskMapError, match='no config.json'):
+        riskmap([tmp_path], tmp_path / 'x.png')
+
+
+def test_command_writes_a_png_from_a_tiny_run(tmp_path: Path) -> None:
+    out = run_cli(cli_tiny_args('SACALaM') + ['--log-dir', str(tmp_path)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = (tmp_path / 'train').glob('*/seed-*')
+    png = tmp_path / 'map.png'
+    out = run_cli(
+        [str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--out', str(png), '--resolution', '9',
+         '--velocity', '0,0', '--velocity', '1,0', '--heading', '0'],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 20_000
+    bad = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--velocity', 'fast'], cwd=tmp_path)
+    assert bad.returncode != 0 and 'vx,vy' in bad.stdout + bad.stderr
