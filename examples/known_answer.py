@@ -19,19 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 import omnisafe_alam  # noqa: F401
-from omnisafe_alam.envs.limit import ENV_ID, evaluate_policy, optimal_multiplier
+from omnisafe_alam.envs.limit import ENV_ID, SAC_BASELINE_CFGS, evaluate_policy, optimal_multiplier
 from omnisafe_alam.runs import load_run, markdown_table, stability_metrics
 
 BIN = Path(sys.executable).parent
-# settings for OmniSafe's SAC, matching the plugin's StatewiseLimit-v0 section (it has none)
-SAC_CFGS = {
-    'algo_cfgs:steps_per_epoch': '500',
-    'algo_cfgs:start_learning_steps': '500',
-    'algo_cfgs:batch_size': '128',
-    'algo_cfgs:auto_alpha': 'True',
-    'model_cfgs:actor:lr': '0.001',
-    'model_cfgs:critic:lr': '0.001',
-}
 
 
 def train(algo: str, seed: int, steps: int, log_dir: Path, reuse: bool = False) -> Path:
@@ -45,7 +36,7 @@ def train(algo: str, seed: int, steps: int, log_dir: Path, reuse: bool = False) 
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
     ]
     if algo == 'SAC':
-        for key, value in SAC_CFGS.items():
+        for key, value in SAC_BASELINE_CFGS.items():
             args += ['--custom-cfgs', key, '--custom-cfgs', value]
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode:

@@ -101,3 +101,19 @@ def dotted_tmp(tmp_path: Path) -> Path:
     path = tmp_path / 'tmp.8JH2ICdwY1'
     path.mkdir()
     return path
+
+
+def write_grid(path: Path, algos: list[str], env_id: str, seeds: list[int], steps: int, epoch: int, warmup: int) -> Path:
+    """A tiny `omnisafe benchmark` grid file."""
+    path.write_text(
+        f'algo: [{", ".join(algos)}]\n'
+        f'env_id: [{env_id}]\n'
+        f'seed: [{", ".join(map(str, seeds))}]\n'
+        f'train_cfgs:total_steps: [{steps}]\n'
+        'train_cfgs:torch_threads: [1]\n'
+        f'algo_cfgs:steps_per_epoch: [{epoch}]\n'
+        f'algo_cfgs:start_learning_steps: [{warmup}]\n'
+        'algo_cfgs:batch_size: [32]\n'
+        'logger_cfgs:use_tensorboard: [False]\n',
+    )
+    return path

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import BIN, cli_tiny_args, run_cli
+from conftest import BIN, cli_tiny_args, run_cli, write_grid
 
 DIAGNOSTICS = [
     'Metrics/MultiplierMean',
@@ -127,18 +127,7 @@ def test_bad_config_stops_before_training(tmp_path: Path, key: str, value: str, 
 
 
 def test_benchmark_grid_then_analyze(tmp_path: Path) -> None:
-    grid = tmp_path / 'grid.yaml'
-    grid.write_text(
-        'algo: [SACALaM, SACLag]\n'
-        'env_id: [SafetyPointGoal1-v0]\n'
-        'seed: [0]\n'
-        'train_cfgs:total_steps: [400]\n'
-        'train_cfgs:torch_threads: [1]\n'
-        'algo_cfgs:steps_per_epoch: [200]\n'
-        'algo_cfgs:start_learning_steps: [100]\n'
-        'algo_cfgs:batch_size: [32]\n'
-        'logger_cfgs:use_tensorboard: [False]\n',
-    )
+    grid = write_grid(tmp_path / 'grid.yaml', ['SACALaM', 'SACLag'], 'SafetyPointGoal1-v0', [0], 400, 200, 100)
     out = run_cli(
         [str(BIN / 'omnisafe'), 'benchmark', 'tiny', '2', str(grid), '--log-dir', str(tmp_path)],
         cwd=tmp_path,

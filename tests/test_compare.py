@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, REPO, run_cli
+from conftest import BIN, REPO, run_cli, write_grid
 from omnisafe_alam.compare import mean_ci95, normalised_summary, t_critical_95
 
 
@@ -66,18 +66,7 @@ def test_grid_files_parse_and_every_variant_validates(name: str) -> None:
 
 
 def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
-    grid = tmp_path / 'grid.yaml'
-    grid.write_text(
-        'algo: [SACALaM, SACLag]\n'
-        'env_id: [StatewiseLimit-v0]\n'
-        'seed: [0, 1]\n'
-        'train_cfgs:total_steps: [600]\n'
-        'train_cfgs:torch_threads: [1]\n'
-        'algo_cfgs:steps_per_epoch: [200]\n'
-        'algo_cfgs:start_learning_steps: [200]\n'
-        'algo_cfgs:batch_size: [32]\n'
-        'logger_cfgs:use_tensorboard: [False]\n',
-    )
+    grid = write_grid(tmp_path / 'grid.yaml', ['SACALaM', 'SACLag'], 'StatewiseLimit-v0', [0, 1], 600, 200, 200)
     out = run_cli(
         [str(BIN / 'omnisafe'), 'benchmark', 'tiny', '2', str(grid), '--log-dir', str(tmp_path)],
         cwd=tmp_path,

@@ -13,6 +13,7 @@ from conftest import BIN, build_algo, run_cli
 from omnisafe_alam import functional as F
 from omnisafe_alam.envs.limit import (
     ENV_ID,
+    SAC_BASELINE_CFGS,
     evaluate_policy,
     optimal_action,
     optimal_multiplier,
@@ -155,14 +156,7 @@ def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path) -> None:
 
 def test_unconstrained_sac_violates(tmp_path: Path) -> None:
     extra = []
-    for key, value in {
-        'algo_cfgs:steps_per_epoch': '500',
-        'algo_cfgs:start_learning_steps': '500',
-        'algo_cfgs:batch_size': '128',
-        'algo_cfgs:auto_alpha': 'True',
-        'model_cfgs:actor:lr': '0.001',
-        'model_cfgs:critic:lr': '0.001',
-    }.items():
+    for key, value in SAC_BASELINE_CFGS.items():
         extra += ['--custom-cfgs', key, '--custom-cfgs', value]
     result = _deterministic(_train('SAC', tmp_path, extra))
     # measured on seeds 0, 1, 2: 36-72 of 201 start states violate, max excess 0.37-0.75

@@ -18,6 +18,8 @@ from gymnasium import spaces
 from omnisafe.envs.core import CMDP
 
 __all__ = [
+    'ENV_ID',
+    'SAC_BASELINE_CFGS',
     'SHIFT',
     'StatewiseLimitEnv',
     'evaluate_policy',
@@ -28,6 +30,16 @@ __all__ = [
 ]
 
 ENV_ID = 'StatewiseLimit-v0'
+#: `--custom-cfgs` pairs giving OmniSafe's own SAC (which has no section for this task) the
+#: settings of the plugin's StatewiseLimit-v0 section, for an unconstrained reference run
+SAC_BASELINE_CFGS = {
+    'algo_cfgs:steps_per_epoch': '500',
+    'algo_cfgs:start_learning_steps': '500',
+    'algo_cfgs:batch_size': '128',
+    'algo_cfgs:auto_alpha': 'True',
+    'model_cfgs:actor:lr': '0.001',
+    'model_cfgs:critic:lr': '0.001',
+}
 #: s(x) = x + SHIFT
 SHIFT = 0.4
 
