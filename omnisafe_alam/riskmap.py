@@ -298,7 +298,10 @@ def riskmap(
         for quantity in ('lambda', 'F_hat'):
             if quantity in maps[0]:
                 rows.append((run, quantity, [m[quantity] for m in maps]))
-    fig, axes = plt.subplots(len(rows), len(settings), figsize=(3.6 * len(settings) + 1, 3.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(settings), figsize=(3.6 * len(settings) + 1, 3.6 * len(rows)), squeeze=False,
+        constrained_layout=True,
+    )
     for r, (run, quantity, maps) in enumerate(rows):
         vmax = max(float(np.max(m)) for m in maps) or 1.0
         for c, ((heading, vel), values) in enumerate(zip(settings, maps)):
