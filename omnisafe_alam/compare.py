@@ -17,6 +17,8 @@ What the table reports, per task and algorithm (mean +- 95% CI over seeds, last 
   alike.
 - ``multiplier``: the batch-mean multiplier (state-wise variants), or the scalar Lagrange
   multiplier (SACLag, SACPID, ASAC); ``rho`` where there is one.
+- ``ep_cost_std_2nd_half`` / ``multiplier_tv_2nd_half``: oscillation over the second half of the
+  run (:func:`omnisafe_alam.runs.stability_metrics`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from omnisafe_alam.runs import markdown_table
+from omnisafe_alam.runs import markdown_table, stability_metrics
 
 __all__ = ['RunRecord', 'collect_runs', 'compare', 'mean_ci95', 'normalised_summary', 't_critical_95']
 
@@ -109,6 +111,9 @@ def _final_stats(record: RunRecord, frac: float) -> dict[str, float]:
         stats[name] = tail[key].mean() if key in tail else float('nan')
     if np.isnan(stats['multiplier']) and 'Metrics/LagrangeMultiplier' in tail:
         stats['multiplier'] = tail['Metrics/LagrangeMultiplier'].mean()
+    stability = stability_metrics(record.progress)
+    stats['ep_cost_std_2nd_half'] = stability['ep_cost_std']
+    stats['multiplier_tv_2nd_half'] = stability.get('multiplier_tv', float('nan'))
     return {k: float(v) for k, v in stats.items()}
 
 

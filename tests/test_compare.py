@@ -86,5 +86,6 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
     assert sorted(per_run['algo']) == ['SACALaM', 'SACALaM', 'SACLag', 'SACLag']
     assert per_run['eval_unsafe_steps'].between(0, 1).all()  # one-decision episodes
     assert per_run.loc[per_run.algo == 'SACALaM', 'unsafe_steps'].notna().all()
+    assert (per_run['multiplier_tv_2nd_half'] >= 0).all()  # SACLag's scalar multiplier too
     table = (result / 'comparison.md').read_text()
     assert '| StatewiseLimit-v0 | SACALaM | 2 |' in table and '±' in table
