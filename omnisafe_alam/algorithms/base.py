@@ -288,11 +288,14 @@ class StatewiseSAC(SAC):
         The critics' parameters are frozen during the actor step: the policy loss only needs
         gradients with respect to the actor, and skipping the (discarded) critic weight
         gradients through the K-sample ``F_hat`` saves a large part of the step's time.
+        No dual cycle runs until ``epoch > algo_cfgs.warmup_epochs`` (OmniSafe's SACLag
+        meaning); 0, the default, means from the first update on.
         """
         with _frozen(self._actor_critic.reward_critic, self._actor_critic.cost_critic):
             super()._update_actor(obs)
         self._policy_steps += 1
-        if self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0:
+        warmup = self._cfgs.algo_cfgs.warmup_epochs
+        if (warmup == 0 or self._epoch > warmup) and self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0:
             self._dual_cycle(obs)
         self._logger.store({'Metrics/Rho': self._rho, **self._dual_stats})
 
