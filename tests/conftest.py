@@ -56,7 +56,7 @@ def build_algo(algo: str, log_dir: Path, fill: int = 300, env_id: str = ENV_ID, 
     return inner
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     """Run a console script of this venv in a fresh interpreter (as a user would)."""
     full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **env}
     return subprocess.run(

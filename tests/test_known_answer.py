@@ -126,7 +126,8 @@ def _train(algo: str, tmp_path: Path, extra: list[str]) -> Path:
         '--torch-threads', '2', '--log-dir', str(tmp_path),
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False', *extra,
     ]
-    out = run_cli(args, cwd=tmp_path, timeout=400)
+    # about 40 s on a quiet 2-core machine; generous so a loaded machine does not fail it
+    out = run_cli(args, cwd=tmp_path, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (run,) = (tmp_path / 'train').glob('*/seed-*')
     return run
