@@ -14,7 +14,9 @@ What the table reports, per task and algorithm (mean +- 95% CI over seeds, last 
   plugin's algorithms log it during training (``Metrics/EpUnsafeSteps``); OmniSafe's do not, so
   with ``--eval-episodes N`` every algorithm's final policy is also rolled out deterministically
   for N episodes and ``eval_unsafe_steps`` / ``eval_return`` / ``eval_cost`` are reported for all
-  alike.
+  alike. That needs the final policy on disk: OmniSafe's algorithms save only every
+  ``save_model_freq`` epochs, so grids set it to a divisor of the epoch count; a run whose newest
+  checkpoint is older than its last epoch gets empty eval columns and a warning.
 - ``multiplier``: the batch-mean multiplier (state-wise variants), or the scalar Lagrange
   multiplier (SACLag, SACPID, ASAC); ``rho`` where there is one.
 - ``ep_cost_std_2nd_half`` / ``multiplier_tv_2nd_half``: oscillation over the second half of the
@@ -24,6 +26,7 @@ What the table reports, per task and algorithm (mean +- 95% CI over seeds, last 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +128,18 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
 
     from omnisafe_alam.runs import final_checkpoint
 
+    checkpoint = final_checkpoint(record.path)
+    epochs = len(record.progress)
+    if int(checkpoint.stem.split('-')[-1]) < epochs:
+        # OmniSafe's own algorithms save only every save_model_freq epochs: evaluating an older
+        # (possibly untrained) policy would misreport the run
+        warnings.warn(
+            f'{record.path}: newest checkpoint {checkpoint.name} is older than the final epoch '
+            f'{epochs}; set logger_cfgs:save_model_freq to a divisor of the epoch count. '
+            'Its eval_* columns are left empty.',
+            stacklevel=2,
+        )
+        return {'eval_return': float('nan'), 'eval_cost': float('nan'), 'eval_unsafe_steps': float('nan')}
     cfg = json.loads((record.path / 'config.json').read_text(encoding='utf-8'))
     env = make(record.env_id, num_envs=1, **(cfg.get('env_cfgs') or {}))
     model = cfg['model_cfgs']
@@ -135,7 +150,7 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
         model['actor']['activation'],
         model['weight_initialization_mode'],
     ).build_actor(model['actor_type'])
-    params = torch.load(final_checkpoint(record.path), map_location='cpu', weights_only=True)
+    params = torch.load(checkpoint, map_location='cpu', weights_only=True)
     actor.load_state_dict(params['pi'])
     normalizer = None
     if 'obs_normalizer' in params:

@@ -114,6 +114,7 @@ def write_grid(path: Path, algos: list[str], env_id: str, seeds: list[int], step
         f'algo_cfgs:steps_per_epoch: [{epoch}]\n'
         f'algo_cfgs:start_learning_steps: [{warmup}]\n'
         'algo_cfgs:batch_size: [32]\n'
-        'logger_cfgs:use_tensorboard: [False]\n',
+        'logger_cfgs:use_tensorboard: [False]\n'
+        'logger_cfgs:save_model_freq: [1]\n',
     )
     return path

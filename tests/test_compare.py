@@ -89,3 +89,21 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
     assert (per_run['multiplier_tv_2nd_half'] >= 0).all()  # SACLag's scalar multiplier too
     table = (result / 'comparison.md').read_text()
     assert '| StatewiseLimit-v0 | SACALaM | 2 |' in table and '±' in table
+
+
+def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:
+    """A run whose newest checkpoint predates its last epoch must not be evaluated as final."""
+    import json
+
+    import torch
+
+    from omnisafe_alam.compare import RunRecord, evaluate_unsafe_steps
+
+    run = tmp_path / 'run'
+    (run / 'torch_save').mkdir(parents=True)
+    (run / 'config.json').write_text(json.dumps({'algo': 'SACLag', 'env_id': 'StatewiseLimit-v0'}))
+    torch.save({'pi': {}}, run / 'torch_save' / 'epoch-0.pt')
+    progress = pd.DataFrame({'Metrics/EpRet': [1.0, 2.0], 'Metrics/EpCost': [0.0, 0.0]})
+    with pytest.warns(UserWarning, match='save_model_freq'):
+        out = evaluate_unsafe_steps(RunRecord(run, 'SACLag', 'StatewiseLimit-v0', 0, progress), 2)
+    assert all(v != v for v in out.values())  # NaN: left empty
