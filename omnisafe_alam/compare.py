@@ -124,9 +124,8 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
     """Roll out the run's final policy deterministically; count steps with cost > 0."""
     import torch
     from omnisafe.envs.core import make
-    from omnisafe.models.actor.actor_builder import ActorBuilder
 
-    from omnisafe_alam.runs import final_checkpoint
+    from omnisafe_alam.runs import final_checkpoint, load_policy
 
     checkpoint = final_checkpoint(record.path)
     epochs = len(record.progress)
@@ -142,22 +141,8 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
         return {'eval_return': float('nan'), 'eval_cost': float('nan'), 'eval_unsafe_steps': float('nan')}
     cfg = json.loads((record.path / 'config.json').read_text(encoding='utf-8'))
     env = make(record.env_id, num_envs=1, **(cfg.get('env_cfgs') or {}))
-    model = cfg['model_cfgs']
-    actor = ActorBuilder(
-        env.observation_space,
-        env.action_space,
-        model['actor']['hidden_sizes'],
-        model['actor']['activation'],
-        model['weight_initialization_mode'],
-    ).build_actor(model['actor_type'])
     params = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    actor.load_state_dict(params['pi'])
-    normalizer = None
-    if 'obs_normalizer' in params:
-        from omnisafe.common.normalizer import Normalizer
-
-        normalizer = Normalizer(shape=env.observation_space.shape, clip=5)
-        normalizer.load_state_dict(params['obs_normalizer'])
+    actor, normalizer = load_policy(cfg, params, env.observation_space, env.action_space)
     low = torch.as_tensor(env.action_space.low)
     high = torch.as_tensor(env.action_space.high)
     rets, costs, unsafe = [], [], []

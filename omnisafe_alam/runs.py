@@ -15,6 +15,7 @@ __all__ = [
     'LoadedRun',
     'RunError',
     'final_checkpoint',
+    'load_policy',
     'load_run',
     'markdown_table',
     'stability_metrics',
@@ -84,11 +85,37 @@ class LoadedRun:
             return F.f_hat(torch.stack(q_c))
 
 
+def load_policy(
+    cfgs: dict[str, Any],
+    params: dict[str, Any],
+    obs_space: Any,
+    act_space: Any,
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The actor (any OmniSafe actor type) and observation normaliser of a checkpoint, eval mode."""
+    from omnisafe.common.normalizer import Normalizer
+    from omnisafe.models.actor.actor_builder import ActorBuilder
+
+    model = cfgs['model_cfgs']
+    actor = ActorBuilder(
+        obs_space,
+        act_space,
+        model['actor']['hidden_sizes'],
+        model['actor']['activation'],
+        model['weight_initialization_mode'],
+    ).build_actor(model['actor_type'])
+    actor.load_state_dict(params['pi'])
+    actor.eval()
+    obs_normalizer = None
+    if 'obs_normalizer' in params:
+        obs_normalizer = Normalizer(shape=obs_space.shape, clip=5)
+        obs_normalizer.load_state_dict(params['obs_normalizer'])
+        obs_normalizer.eval()
+    return actor, obs_normalizer
+
+
 def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     """Rebuild actor, multiplier and cost critics of a run from its config and a checkpoint."""
     from gymnasium import spaces
-    from omnisafe.common.normalizer import Normalizer
-    from omnisafe.models.actor.actor_builder import ActorBuilder
     from omnisafe.models.critic.critic_builder import CriticBuilder
 
     from omnisafe_alam.models import MultiplierNet
@@ -109,14 +136,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     obs_dim, act_dim = int(layers[0].shape[1]), int(layers[-1].shape[0]) // 2
     obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,))
     act_space = spaces.Box(-1.0, 1.0, (act_dim,))
-    actor = ActorBuilder(
-        obs_space,
-        act_space,
-        model['actor']['hidden_sizes'],
-        model['actor']['activation'],
-        model['weight_initialization_mode'],
-    ).build_actor(model['actor_type'])
-    actor.load_state_dict(params['pi'])
+    actor, obs_normalizer = load_policy(cfgs, params, obs_space, act_space)
 
     multiplier = None
     if 'multiplier' in params:
@@ -141,12 +161,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
         ).build_critic('q')
         cost_critic.load_state_dict(params['cost_critic'])
 
-    obs_normalizer = None
-    if 'obs_normalizer' in params:
-        obs_normalizer = Normalizer(shape=(obs_dim,), clip=5)
-        obs_normalizer.load_state_dict(params['obs_normalizer'])
-
-    for net in (actor, multiplier, cost_critic, obs_normalizer):
+    for net in (multiplier, cost_critic):
         if net is not None:
             net.eval()
     return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer)
