@@ -172,10 +172,11 @@ def _patch_config_lookup() -> None:
 def _register_envs() -> None:
     from omnisafe.envs.core import env_register, support_envs
 
-    from omnisafe_alam.envs import LIMIT_ENV_ID, StatewiseLimitEnv
+    from omnisafe_alam.envs import TASKS
 
-    if LIMIT_ENV_ID not in support_envs():
-        env_register(StatewiseLimitEnv)
+    for env_id, env_class in TASKS.items():
+        if env_id not in support_envs():
+            env_register(env_class)
 
 
 def register() -> None:

@@ -1,0 +1,127 @@
+"""Score a trained run on a multi-step known-answer task against its exact answers.
+
+For ``StatewiseBraking-v0`` and ``StatewiseDetour-v0`` (see their modules and
+docs/known_answer.md):
+
+- the deterministic policy is rolled out from a fixed grid of start states: its return against
+  the exact optimal safe return, and the number of start states whose realised discounted cost
+  exceeds ``d`` (violating start states);
+- ``F_hat(x) <= d`` is compared with the exact feasible set on a fixed state grid (accuracy,
+  and the two error rates);
+- the multiplier on that grid: its mean near the boundary (feasible states within ``NEAR`` of
+  it), deep inside the feasible set (margin at least ``DEEP``) and on infeasible states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from omnisafe_alam.envs import braking, detour
+from omnisafe_alam.runs import LoadedRun, load_run
+
+__all__ = ['TASK_SPECS', 'TaskSpec', 'evaluate_loaded', 'evaluate_run', 'score_classification']
+
+#: margin bands of the multiplier comparison (in the task's margin units: metres of slack)
+NEAR = 0.1
+DEEP = 0.3
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What scoring needs to know of a task."""
+
+    start_states: torch.Tensor
+    state_grid: torch.Tensor
+    margin: Callable[[torch.Tensor], torch.Tensor]
+    optimal_return: Callable[[torch.Tensor], torch.Tensor]
+    simulate: Callable[..., dict[str, torch.Tensor]]
+
+
+def _grid(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    return torch.cartesian_prod(xs, ys)
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    braking.ENV_ID: TaskSpec(
+        start_states=_grid(torch.linspace(*braking.X0_RANGE, 9), torch.linspace(*braking.V0_RANGE, 6)),
+        state_grid=_grid(torch.linspace(*braking.GRID_X, 41), torch.linspace(*braking.GRID_V, 41)),
+        margin=braking.feasibility_margin,
+        optimal_return=braking.optimal_return,
+        simulate=braking.simulate,
+    ),
+    detour.ENV_ID: TaskSpec(
+        # x offsets of 0.025 keep every position x_0 + t dt 0.025 away from the box's edges
+        start_states=_grid(torch.arange(0.025, detour.X0_RANGE[1], 0.05), torch.linspace(*detour.Y0_RANGE, 9)),
+        state_grid=_grid(torch.arange(detour.GRID_X[0] + 0.025, detour.GRID_X[1], 0.05), torch.linspace(*detour.GRID_Y, 41)),
+        margin=detour.feasibility_margin,
+        optimal_return=detour.optimal_return,
+        simulate=detour.simulate,
+    ),
+}
+
+
+def score_classification(f_hat: torch.Tensor, feasible: torch.Tensor, d: float) -> dict[str, float]:
+    """How well ``F_hat <= d`` classifies the exact feasible set.
+
+    Returns ``accuracy`` (share of grid states classified right), ``false_unsafe`` (share of the
+    feasible states called infeasible) and ``false_safe`` (share of the infeasible states called
+    feasible; NaN when there are none).
+    """
+    predicted = f_hat <= d
+    infeasible = ~feasible
+    return {
+        'accuracy': float((predicted == feasible).float().mean()),
+        'false_unsafe': float((~predicted & feasible).float().sum() / feasible.sum().clamp(min=1)),
+        'false_safe': float((predicted & infeasible).float().sum() / infeasible.sum())
+        if infeasible.any()
+        else float('nan'),
+    }
+
+
+def evaluate_loaded(run: LoadedRun, k: int = 64) -> dict[str, Any]:
+    """Score a loaded run (see module doc); keys are flat so rows stack into a table."""
+    if run.env_id not in TASK_SPECS:
+        raise ValueError(f'{run.env_id} is not a multi-step known-answer task: {sorted(TASK_SPECS)}')
+    spec = TASK_SPECS[run.env_id]
+    d = float(run.cfgs.get('alam_cfgs', {}).get('d', 0.1))
+    gamma = float(run.cfgs['algo_cfgs']['gamma'])
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return run.actor.predict(run.normalize(obs), deterministic=True)
+
+    rollout = spec.simulate(policy, spec.start_states, gamma)
+    best = spec.optimal_return(spec.start_states)
+    row: dict[str, Any] = {
+        'algo': run.algo,
+        'seed': run.cfgs['seed'],
+        'return': float(rollout['return'].mean()),
+        'optimal_return': float(best.mean()),
+        'return_ratio': float(rollout['return'].mean() / best.mean()),
+        'violating_starts': int((rollout['discounted_cost'] > d).sum()),
+        'num_starts': len(spec.start_states),
+    }
+    grid = spec.state_grid
+    margin = spec.margin(grid)
+    feasible = margin >= 0
+    if run.cost_critic is not None:
+        f_hat = run.f_hat(run.normalize(grid), k=k)
+        row.update(score_classification(f_hat, feasible, d))
+        row['f_hat_deep'] = float(f_hat[margin >= DEEP].mean())
+    if run.multiplier is not None:
+        with torch.no_grad():
+            lam = run.multiplier(run.normalize(grid))
+        row['lam_near'] = float(lam[feasible & (margin < NEAR)].mean())
+        row['lam_deep'] = float(lam[margin >= DEEP].mean())
+        row['lam_infeasible'] = float(lam[~feasible].mean())
+        row['lam_max'] = float(lam.max())
+        row['lam_finite'] = bool(torch.isfinite(lam).all())
+    return row
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str | None = None) -> dict[str, Any]:
+    """Load a run directory and score it (see :func:`evaluate_loaded`)."""
+    return evaluate_loaded(load_run(run_dir, checkpoint))
