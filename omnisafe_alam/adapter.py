@@ -1,8 +1,10 @@
-"""Off-policy adapter: OmniSafe's, with the vector-env warm-up fixed and unsafe steps counted."""
+"""Off-policy adapter: OmniSafe's, with the vector-env warm-up and the final state fixed, unsafe
+steps counted and the risk estimate at each episode's start logged against the realised cost."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 import torch
 from omnisafe.adapter import OffPolicyAdapter
@@ -10,7 +12,15 @@ from omnisafe.common.buffer import VectorOffPolicyBuffer
 from omnisafe.common.logger import Logger
 from omnisafe.models.actor_critic.actor_q_critic import ActorQCritic
 
-__all__ = ['StatewiseOffPolicyAdapter']
+__all__ = ['CALIBRATION_KEYS', 'StatewiseOffPolicyAdapter']
+
+#: logged once per epoch (see :meth:`StatewiseOffPolicyAdapter.calibration`)
+CALIBRATION_KEYS = (
+    'Calibration/StartFHat',
+    'Calibration/StartCost',
+    'Calibration/StartBias',
+    'Calibration/StartRankCorr',
+)
 
 
 class StatewiseOffPolicyAdapter(OffPolicyAdapter):
@@ -19,12 +29,26 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
     1. The random-action warm-up draws one action *per environment*. OmniSafe 0.5.0 draws a
        single action of shape ``(1, act_dim)``, so with ``vector_env_nums > 1`` gymnasium's
        async vector env waits forever for the environments that got none.
-    2. It counts the unsafe steps (``cost > 0``) of each episode and logs them as
+    2. The next state of an episode's last transition is the episode's true final state. With
+       one Safety-Gymnasium env, the simulator's own auto-reset sits under OmniSafe's
+       ``AutoReset``, so ``info['final_observation']`` is the *next* episode's first state and
+       the true one is in ``info['final_info']['final_observation']`` (OmniSafe 0.5.0 stores the
+       former, so every time-limit transition bootstraps from an unrelated state).
+    3. It counts the unsafe steps (``cost > 0``) of each episode and logs them as
        ``Metrics/EpUnsafeSteps``: state-wise safety is about how often the agent is unsafe, not
        only about the summed episode cost.
+    4. Calibration of the risk signal, on any environment: when :attr:`risk_fn` is set (the
+       state-wise algorithms set it to ``F_hat``), each episode's start state is scored when the
+       episode starts and compared with the episode's realised discounted cost
+       ``sum_t gamma^t c_t`` (indicator costs if ``alam_cfgs.cost_indicator``) when it ends; see
+       :meth:`calibration`.
     """
 
     _ep_unsafe: torch.Tensor
+    _ep_disc_cost: torch.Tensor
+    _ep_start_risk: torch.Tensor
+    #: maps a batch of (normalised) observations to F_hat; None turns calibration off
+    risk_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def rollout(  # pylint: disable=too-many-arguments
         self,
@@ -36,6 +60,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
     ) -> None:
         """Roll out ``rollout_step`` vector steps and store them (as OmniSafe, see class doc)."""
         for _ in range(rollout_step):
+            self._score_episode_starts()
             if use_rand_action:
                 shape = (self._env.num_envs, *self.action_space.shape)  # type: ignore[misc]
                 act = (torch.rand(shape) * 2 - 1).to(self._device)
@@ -48,7 +73,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             for idx, done in enumerate(torch.logical_or(terminated, truncated)):
                 if done:
                     if 'final_observation' in info:
-                        real_next_obs[idx] = info['final_observation'][idx]
+                        real_next_obs[idx] = self._true_final_obs(info, idx)
                     self._log_metrics(logger, idx)
                     self._reset_log(idx)
 
@@ -63,17 +88,86 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             )
             self._current_obs = next_obs
 
+    def _true_final_obs(self, info: dict[str, Any], idx: int) -> torch.Tensor:
+        """The final state of env ``idx``'s finished episode, as the agent observes states (see 2)."""
+        final_info = info.get('final_info')
+        if isinstance(final_info, dict) and 'final_observation' in final_info:
+            # a single env whose own auto-reset ran below OmniSafe's (see class doc, 2)
+            obs = torch.as_tensor(final_info['final_observation'], dtype=torch.float32)
+            obs = obs.reshape(-1).to(self._device)
+            normalizer = self.save().get('obs_normalizer')
+            if normalizer is not None:
+                # the normaliser's own formula, without pushing this state into its statistics
+                # (OmniSafe's ObsNormalize already pushed the wrong one)
+                obs = torch.clamp((obs - normalizer.mean) / normalizer.std, -normalizer._clip, normalizer._clip)
+            return obs
+        return info['final_observation'][idx]
+
+    def _score_episode_starts(self) -> None:
+        """``F_hat`` of the start state of every episode that has not been scored yet."""
+        if self.risk_fn is None:
+            return
+        fresh = torch.isnan(self._ep_start_risk)
+        if fresh.any():
+            with torch.no_grad():
+                risk = self.risk_fn(self._current_obs).reshape(-1).cpu()
+            self._ep_start_risk[fresh] = risk[fresh]
+
     def _log_value(self, reward: torch.Tensor, cost: torch.Tensor, info: dict[str, Any]) -> None:
+        cost_t = info.get('original_cost', cost).cpu().reshape(-1)
+        if self._cfgs.alam_cfgs.cost_indicator:
+            step_cost = (cost_t > 0).float()
+        else:
+            step_cost = cost_t
+        self._ep_disc_cost += self._cfgs.algo_cfgs.gamma ** self._ep_len * step_cost
         super()._log_value(reward=reward, cost=cost, info=info)
-        self._ep_unsafe += (info.get('original_cost', cost).cpu() > 0).float()
+        self._ep_unsafe += (cost_t > 0).float()
 
     def _log_metrics(self, logger: Logger, idx: int) -> None:
         super()._log_metrics(logger, idx)
         logger.store({'Metrics/EpUnsafeSteps': self._ep_unsafe[idx]})
+        if self.risk_fn is not None and not torch.isnan(self._ep_start_risk[idx]):
+            self._calibration.append((float(self._ep_start_risk[idx]), float(self._ep_disc_cost[idx])))
 
     def _reset_log(self, idx: int | None = None) -> None:
         super()._reset_log(idx)
         if idx is None:
-            self._ep_unsafe = torch.zeros(self._env.num_envs)
+            num_envs = self._env.num_envs
+            self._ep_unsafe = torch.zeros(num_envs)
+            self._ep_disc_cost = torch.zeros(num_envs)
+            self._ep_start_risk = torch.full((num_envs,), float('nan'))
+            self._calibration: deque[tuple[float, float]] = deque(
+                maxlen=self._cfgs.alam_cfgs.calibration_window,
+            )
         else:
             self._ep_unsafe[idx] = 0.0
+            self._ep_disc_cost[idx] = 0.0
+            self._ep_start_risk[idx] = float('nan')
+
+    def calibration(self) -> dict[str, float]:
+        """Start-state ``F_hat`` against realised discounted cost over the last episodes.
+
+        Over the last ``alam_cfgs.calibration_window`` finished episodes: the mean ``F_hat`` at
+        their start states, the mean realised discounted cost, their mean difference (bias; > 0
+        is pessimistic) and Spearman's rank correlation (NaN with fewer than 3 episodes or no
+        spread). A truncated episode's realised cost omits what would have come after the time
+        limit.
+        """
+        from omnisafe_alam.functional import rank_correlation
+
+        if not self._calibration:
+            return dict.fromkeys(CALIBRATION_KEYS, float('nan'))
+        pairs = torch.tensor(list(self._calibration))
+        predicted, realised = pairs[:, 0], pairs[:, 1]
+        return {
+            'Calibration/StartFHat': float(predicted.mean()),
+            'Calibration/StartCost': float(realised.mean()),
+            'Calibration/StartBias': float((predicted - realised).mean()),
+            'Calibration/StartRankCorr': rank_correlation(predicted, realised),
+        }
+
+    def eval_policy(self, episode: int, agent: ActorQCritic, logger: Logger) -> None:
+        """OmniSafe's evaluation, then the calibration figures (OmniSafe calls this once per epoch)."""
+        super().eval_policy(episode, agent, logger)  # type: ignore[arg-type]
+        if self.risk_fn is not None:
+            logger.store(self.calibration())

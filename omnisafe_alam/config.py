@@ -98,6 +98,14 @@ ALAM_KEYS: dict[str, _Key] = {
     ),
     'multiplier_output': _Key(_to_choice('softplus', 'relu'), lambda v: True, ''),
     'multiplier_max_grad_norm': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (0 turns it off)'),
+    'multiplier_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (cap of the multiplier)'),
+    'cost_target_pessimism': _Key(
+        _to_float,
+        lambda v: 0.0 <= v <= 1.0,
+        'must be in [0, 1] (0: mean of the twin cost critics, 1: their max)',
+    ),
+    'cost_max': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (largest step cost; 0 turns the cap off)'),
+    'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
 }
 
 
@@ -154,12 +162,18 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
     """Check a whole run config of a plugin algorithm before anything is built.
 
     - values left as strings by OmniSafe's CLI are coerced to their default's type;
+    - ``algo_cfgs.use_cost`` must be true: the cost critics are what ``F_hat`` is made of;
     - ``algo_cfgs.cost_normalize`` must be false: ``d`` is a tolerance on the discounted value
       of the *raw* cost, and a running normaliser would silently move it;
     - every ``alam_cfgs`` key is coerced and range-checked (:func:`validate_alam_cfgs`).
     """
     if defaults is not None:
         coerce_like_defaults(cfgs, defaults)
+    if not cfgs.algo_cfgs.use_cost:
+        raise AlamConfigError(
+            'algo_cfgs.use_cost must be True for state-wise algorithms: F_hat comes from the cost '
+            'critics, which would otherwise never train',
+        )
     if cfgs.algo_cfgs.cost_normalize:
         raise AlamConfigError(
             'algo_cfgs.cost_normalize must be False for state-wise algorithms: alam_cfgs.d is a '

@@ -20,6 +20,7 @@ import torch
 __all__ = [
     'augmented_penalty',
     'clipped_residual',
+    'combine_twins',
     'cost_critic_target',
     'dual_target',
     'f_hat',
@@ -28,6 +29,7 @@ __all__ = [
     'multiplier_regression_loss',
     'optimal_slack',
     'penalty_step',
+    'rank_correlation',
     'scalar_dual_step',
     'violation_metric',
 ]
@@ -55,26 +57,54 @@ def f_hat(q_c: torch.Tensor) -> torch.Tensor:
     return q_c.max(dim=0).values.mean(dim=0)
 
 
+def combine_twins(q: torch.Tensor, pessimism: float) -> torch.Tensor:
+    r"""Combine twin critic values along dim 0, from their mean (0) to their max (1).
+
+    .. math::
+
+        \bar q + \beta\,(\max_i q_i - \bar q), \qquad \bar q = \frac{1}{N}\sum_i q_i
+
+    ``pessimism`` :math:`\beta = 1` is the paper's pessimistic max; for two critics
+    :math:`\max_i q_i - \bar q = |q_1 - q_2| / 2`.
+
+    Args:
+        q: values of shape ``(N, ...)``.
+        pessimism: :math:`\beta` in ``[0, 1]``.
+    """
+    mean = q.mean(dim=0)
+    if pessimism == 0.0:
+        return mean
+    return mean + pessimism * (q.max(dim=0).values - mean)
+
+
 def cost_critic_target(
     c_t: torch.Tensor,
     done_t: torch.Tensor,
     q_c_tp1: torch.Tensor,
     gamma: float,
+    pessimism: float = 1.0,
+    value_max: float = math.inf,
 ) -> torch.Tensor:
-    r"""Target of the twin cost critics (Sec. V, :math:`y_\psi`).
+    r"""Target of the twin cost critics (Sec. V, :math:`y_\psi`), with a bounded bootstrap.
 
     .. math::
 
-        y_\psi = c + \gamma (1 - \text{done}) \max_{i \in \{1,2\}} \bar Q^c_{\psi_i}(x', a'),
-        \qquad a' \sim \pi_\theta(\cdot | x')
+        y_\psi = c + \gamma (1 - \text{done})
+            \min\left\{\mathrm{comb}_\beta\big(\bar Q^c_{\psi_1}(x', a'), \bar Q^c_{\psi_2}(x', a')\big),\
+            F_{\max}\right\}, \qquad a' \sim \pi_\theta(\cdot | x')
 
-    There is no entropy term in the cost target (unlike the reward target).
+    with :func:`combine_twins`; the paper's target is :math:`\beta = 1` (max) and
+    :math:`F_{\max} = \infty`. A value can never exceed :math:`F_{\max} = c_{\max} / (1-\gamma)`,
+    so the cap only removes error. There is no entropy term in the cost target (unlike the
+    reward target).
 
     Args:
         c_t: step cost, shape ``(B,)``.
         done_t: termination flag (1.0 for a true terminal state), shape ``(B,)``.
         q_c_tp1: target cost critics at the next state and sampled next action, shape ``(N, B)``.
         gamma: discount factor of the feasibility function.
+        pessimism: :math:`\beta` of :func:`combine_twins`.
+        value_max: :math:`F_{\max}`, the largest value a state can have.
 
     Returns:
         The regression target, shape ``(B,)``.
@@ -83,7 +113,8 @@ def cost_critic_target(
         raise ValueError(
             f'q_c_tp1 must have shape (N, B) with B={tuple(c_t.shape)}, got {tuple(q_c_tp1.shape)}',
         )
-    return c_t + gamma * (1.0 - done_t) * q_c_tp1.max(dim=0).values
+    q_next = torch.clamp(combine_twins(q_c_tp1, pessimism), max=value_max)
+    return c_t + gamma * (1.0 - done_t) * q_next
 
 
 def optimal_slack(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Tensor:
@@ -156,19 +187,26 @@ def lagrangian_penalty(lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return lam * g
 
 
-def dual_target(lam_k: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Tensor:
-    r"""Dual target of the multiplier update (Sec. III-C).
+def dual_target(lam_k: torch.Tensor, g: torch.Tensor, rho: float, lam_max: float = math.inf) -> torch.Tensor:
+    r"""Dual target of the multiplier update (Sec. III-C), projected onto ``[0, lam_max]``.
 
     .. math::
 
-        \lambda^{k+1}_{\text{target}}(x) = \max\left\{ \lambda^k(x) + \rho^k g(x),\ 0 \right\}
+        \lambda^{k+1}_{\text{target}}(x) = \min\left\{\max\left\{ \lambda^k(x) + \rho^k g(x),\ 0 \right\},\
+            \lambda_{\max}\right\}
+
+    The paper's target is :math:`\lambda_{\max} = \infty`. At a state that no policy can make
+    feasible, :math:`g > 0` in every cycle and the paper's target grows without bound; the
+    upper bound is the safeguard of safeguarded augmented-Lagrangian methods (bounded multiplier
+    estimates).
 
     Args:
         lam_k: multiplier at the start of the cycle (frozen copy), shape ``(B,)``.
         g: constraint residual under the current policy, shape ``(B,)``.
         rho: penalty factor, ``> 0``.
+        lam_max: upper bound of the multiplier.
     """
-    return torch.clamp(lam_k + rho * g, min=0.0)
+    return torch.clamp(lam_k + rho * g, min=0.0, max=lam_max)
 
 
 def multiplier_regression_loss(lam: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -260,3 +298,35 @@ def scalar_dual_step(lam: float, g_agg: float, rho: float) -> float:
         rho: penalty factor, ``> 0``.
     """
     return max(lam + rho * g_agg, 0.0)
+
+
+def rank_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    r"""Spearman's rank correlation of two 1-D samples (average ranks for ties).
+
+    .. math::
+
+        r_s = \mathrm{corr}(\mathrm{rank}(x), \mathrm{rank}(y))
+
+    NaN when there are fewer than 3 pairs or either sample has no spread.
+    """
+    if x.shape != y.shape or x.dim() != 1:
+        raise ValueError(f'x and y must be 1-D of one length, got {tuple(x.shape)} and {tuple(y.shape)}')
+    if len(x) < 3:
+        return float('nan')
+    rx, ry = _average_ranks(x.double()), _average_ranks(y.double())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = (rx.pow(2).sum() * ry.pow(2).sum()).sqrt()
+    if denom == 0:
+        return float('nan')
+    return float((rx * ry).sum() / denom)
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n, tied values sharing their average rank."""
+    order = torch.argsort(values)
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=values.dtype)
+    uniq, inverse = torch.unique(values, return_inverse=True)
+    sums = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, torch.ones_like(ranks))
+    return (sums / counts)[inverse]

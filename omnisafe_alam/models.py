@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from copy import deepcopy
 from typing import Any
 
@@ -20,13 +21,15 @@ class MultiplierNet(nn.Module):
     r"""State-wise multiplier :math:`\lambda_w(x) \ge 0` (Sec. II-C, Table I: MLP 2x256 ReLU).
 
     The non-negative head is ``softplus`` (FAC's choice: smooth, gradients everywhere) or
-    ``relu``.
+    ``relu``; the output is then capped at ``max_value`` (``alam_cfgs.multiplier_max``: no
+    gradient flows through the cap, so gradient ascent cannot push it further).
 
     Args:
         obs_dim: observation size.
         hidden_sizes: hidden layer widths.
         activation: hidden activation, one of OmniSafe's activation names.
         output: ``'softplus'`` or ``'relu'``.
+        max_value: the cap (``inf``: none).
     """
 
     def __init__(
@@ -35,8 +38,10 @@ class MultiplierNet(nn.Module):
         hidden_sizes: list[int],
         activation: str = 'relu',
         output: str = 'softplus',
+        max_value: float = math.inf,
     ) -> None:
         super().__init__()
+        self.max_value = max_value
         self.net = build_mlp_network(
             sizes=[obs_dim, *hidden_sizes, 1],
             activation=activation,  # type: ignore[arg-type]
@@ -46,7 +51,7 @@ class MultiplierNet(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Multiplier at each state: ``(..., obs_dim) -> (...)``."""
-        return self._head(self.net(obs)).squeeze(-1)
+        return torch.clamp(self._head(self.net(obs)), max=self.max_value).squeeze(-1)
 
 
 class DualState(nn.Module):

@@ -146,6 +146,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
             alam['multiplier_hidden_sizes'],
             alam['multiplier_activation'],
             alam['multiplier_output'],
+            alam.get('multiplier_max', float('inf')),
         )
         multiplier.load_state_dict(params['multiplier'])
 

@@ -13,12 +13,16 @@ from torch import nn, optim
 from torch.nn.utils.clip_grad import clip_grad_norm_
 
 from omnisafe_alam import functional as F
-from omnisafe_alam.adapter import StatewiseOffPolicyAdapter
+from omnisafe_alam.adapter import CALIBRATION_KEYS, StatewiseOffPolicyAdapter
 from omnisafe_alam.config import validate_run_cfgs
 from omnisafe_alam.models import DualState, MultiplierNet, StatewiseActorQCritic
 from omnisafe_alam.registration import load_defaults
 
 __all__ = ['StatewiseSAC']
+
+#: multiplier quantiles logged after every dual cycle
+_QUANTILES = (0.1, 0.5, 0.9)
+_QUANTILE_NAMES = ('Q10', 'Q50', 'Q90')
 
 
 class StatewiseSAC(SAC):
@@ -96,6 +100,7 @@ class StatewiseSAC(SAC):
                 hidden_sizes=alam.multiplier_hidden_sizes,
                 activation=alam.multiplier_activation,
                 output=alam.multiplier_output,
+                max_value=alam.multiplier_max,
             )
         self._actor_critic = StatewiseActorQCritic(
             obs_space=self._env.observation_space,
@@ -120,7 +125,9 @@ class StatewiseSAC(SAC):
             'Loss/Loss_multiplier': 0.0,
             'Metrics/Violation': 0.0,
             'Metrics/FeasibleFrac': 0.0,
+            **{f'Metrics/Multiplier{name}': 0.0 for name in _QUANTILE_NAMES},
         }
+        self._env.risk_fn = self._f_hat_no_grad
 
     def _init_log(self) -> None:
         """Register the state-wise keys beside OmniSafe's SAC keys.
@@ -144,6 +151,15 @@ class StatewiseSAC(SAC):
         +------------------------+---------------------------------------------------------+
         | Loss/Loss_multiplier   | multiplier loss of the last dual step                   |
         +------------------------+---------------------------------------------------------+
+        | Metrics/MultiplierQ10, | 10%, 50% and 90% quantiles of lambda(x) over the batch  |
+        | Q50, Q90               | of the last dual cycle, after its update                |
+        +------------------------+---------------------------------------------------------+
+        | Calibration/StartFHat  | over the last ``calibration_window`` episodes: F_hat at |
+        | Calibration/StartCost  | the start state when the episode began, the realised    |
+        | Calibration/StartBias  | discounted cost, their mean difference (> 0:            |
+        | Calibration/           | pessimistic) and Spearman's rank correlation (see       |
+        | StartRankCorr          | :meth:`StatewiseOffPolicyAdapter.calibration`)          |
+        +------------------------+---------------------------------------------------------+
         """
         super()._init_log()
         what_to_save: dict[str, Any] = {
@@ -163,6 +179,7 @@ class StatewiseSAC(SAC):
             'Metrics/Rho',
             'Value/F_hat',
             *self._dual_stats,
+            *CALIBRATION_KEYS,
         ):
             self._logger.register_key(key)
 
@@ -193,6 +210,11 @@ class StatewiseSAC(SAC):
         actions = self._actor_critic.actor(obs).rsample((alam.K,))  # (K, B, A)
         q_c = self._actor_critic.cost_critic(obs.expand(alam.K, *obs.shape), actions)
         return F.f_hat(torch.stack(q_c)) - alam.d
+
+    def _f_hat_no_grad(self, obs: torch.Tensor) -> torch.Tensor:
+        """``F_hat`` at observations, without gradient (the adapter's risk estimate)."""
+        with torch.no_grad():
+            return self._residual(obs) + self._cfgs.alam_cfgs.d
 
     def _multiplier_at(self, obs: torch.Tensor) -> torch.Tensor:
         """Multiplier at each state, ``(B,)``, with gradient to the multiplier network."""
@@ -228,11 +250,15 @@ class StatewiseSAC(SAC):
         with torch.no_grad():
             next_action = self._actor_critic.actor.predict(next_obs, deterministic=False)
             q_c_tp1 = self._actor_critic.target_cost_critic(next_obs, next_action)
+            alam = self._cfgs.alam_cfgs
+            gamma = self._cfgs.algo_cfgs.gamma
             target = F.cost_critic_target(
                 cost,
                 done,
                 torch.stack(q_c_tp1),
-                self._cfgs.algo_cfgs.gamma,
+                gamma,
+                pessimism=alam.cost_target_pessimism,
+                value_max=alam.cost_max / (1.0 - gamma) if alam.cost_max > 0 else math.inf,
             )
         q1, q2 = self._actor_critic.cost_critic(obs, action)
         loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
@@ -288,26 +314,38 @@ class StatewiseSAC(SAC):
         The critics' parameters are frozen during the actor step: the policy loss only needs
         gradients with respect to the actor, and skipping the (discarded) critic weight
         gradients through the K-sample ``F_hat`` saves a large part of the step's time.
-        No dual cycle runs until ``epoch > algo_cfgs.warmup_epochs`` (OmniSafe's SACLag
-        meaning); 0, the default, means from the first update on.
+        No dual cycle runs until ``epoch > algo_cfgs.warmup_epochs``, exactly as OmniSafe's
+        SACLag and SACPID gate their multiplier (so 0 still skips epoch 0).
         """
         with _frozen(self._actor_critic.reward_critic, self._actor_critic.cost_critic):
             super()._update_actor(obs)
         self._policy_steps += 1
-        warmup = self._cfgs.algo_cfgs.warmup_epochs
-        if (warmup == 0 or self._epoch > warmup) and self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0:
+        if self._dual_cycle_due():
             self._dual_cycle(obs)
         self._logger.store({'Metrics/Rho': self._rho, **self._dual_stats})
 
+    def _dual_cycle_due(self) -> bool:
+        """Whether the policy step just taken ends a dual period (``m_lambda``, after warm-up)."""
+        warmed_up = self._epoch > self._cfgs.algo_cfgs.warmup_epochs
+        return warmed_up and self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0
+
     def _dual_cycle(self, obs: torch.Tensor) -> None:
-        """Multiplier update, then the penalty schedule (Algorithm 1, lines 12-19)."""
-        self._dual_stats['Loss/Loss_multiplier'] = self._update_multiplier(obs)
+        """Multiplier update, then the penalty schedule (Algorithm 1, lines 12-19).
+
+        The violation metric :math:`v^k` uses the multiplier :math:`\\lambda^k` of the cycle's
+        start, before the update, and the residual under the current policy (Sec. III-D).
+        """
         with torch.no_grad():
             g = self._residual(obs)
-            lam = self._multiplier_at(obs)
-            v = F.violation_metric(lam, self._aggregate(g), self._rho)
+            v = F.violation_metric(self._multiplier_at(obs), self._aggregate(g), self._rho)
+        self._dual_stats['Loss/Loss_multiplier'] = self._update_multiplier(obs)
+        with torch.no_grad():
+            lam = self._multiplier_at(obs).reshape(-1)
+            quantiles = torch.quantile(lam, torch.tensor(_QUANTILES, dtype=lam.dtype, device=lam.device))
         self._dual_stats['Metrics/Violation'] = v
         self._dual_stats['Metrics/FeasibleFrac'] = (g <= 0).float().mean().item()
+        for name, value in zip(_QUANTILE_NAMES, quantiles.tolist()):
+            self._dual_stats[f'Metrics/Multiplier{name}'] = value
         if self._uses_penalty_schedule:
             alam = self._cfgs.alam_cfgs
             self._dual.rho.fill_(F.penalty_step(self._rho, v, alam.sigma, alam.rho_max))

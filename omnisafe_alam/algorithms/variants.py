@@ -37,7 +37,7 @@ class SACALaM(StatewiseSAC):
 
     def _multiplier_loss(self, obs: torch.Tensor, g: torch.Tensor, frozen: nn.Module) -> torch.Tensor:
         with torch.no_grad():
-            target = F.dual_target(frozen(obs), g, self._rho)
+            target = F.dual_target(frozen(obs), g, self._rho, self._cfgs.alam_cfgs.multiplier_max)
         return F.multiplier_regression_loss(self._multiplier_at(obs), target)
 
 
@@ -88,7 +88,8 @@ class ASAC(StatewiseSAC):
                 self._buf.sample_batch()['obs'] for _ in range(self._cfgs.alam_cfgs.n_dual - 1)
             ]
             g_agg = torch.cat([self._residual(b) for b in batches]).mean().item()
-        self._dual.lam.fill_(F.scalar_dual_step(float(self._dual.lam), g_agg, self._rho))
+        lam = F.scalar_dual_step(float(self._dual.lam), g_agg, self._rho)
+        self._dual.lam.fill_(min(lam, self._cfgs.alam_cfgs.multiplier_max))
         return 0.0
 
     def _init_log(self) -> None:
