@@ -1,10 +1,16 @@
-"""Known-answer experiment on StatewiseLimit-v0: optimality, violations and stability by seed.
+"""Known-answer experiments: optimality, violations, F_hat and the multiplier against exact answers.
 
-Trains each algorithm for each seed through `omnisafe train` (two runs at a time), then
-evaluates the final deterministic policy from 201 start states against the closed-form optimum
-(docs/known_answer.md) and computes the stability figures of the second half of training.
+Trains each algorithm for each seed through `omnisafe train` (two runs at a time) with the
+YAML's task section, then scores the final policy (docs/known_answer.md):
 
-    .venv/bin/python examples/known_answer.py --seeds 0 1 2 --algos SACALaM SACLagNet SAC
+- StatewiseLimit-v0: the deterministic policy from 201 start states against the closed form;
+- StatewiseBraking-v0, StatewiseDetour-v0: deterministic rollouts from a grid of start states
+  against the exact optimal safe return, F_hat <= d against the exact feasible set on a state
+  grid, and the multiplier near the boundary vs deep inside the feasible set
+  (omnisafe_alam.known_answer).
+
+    .venv/bin/python examples/known_answer.py --env-id StatewiseBraking-v0 --seeds 0 1 2 \
+        --algos SACALaM SACLagNet SACALaMGA SAC
 """
 
 from __future__ import annotations
@@ -19,34 +25,71 @@ from pathlib import Path
 import pandas as pd
 
 import omnisafe_alam  # noqa: F401
-from omnisafe_alam.envs.limit import ENV_ID, SAC_BASELINE_CFGS, evaluate_policy, optimal_multiplier
+from omnisafe_alam.envs import TASKS
+from omnisafe_alam.envs.limit import ENV_ID as LIMIT_ENV_ID
+from omnisafe_alam.envs.limit import SAC_BASELINE_CFGS, evaluate_policy, optimal_multiplier
+from omnisafe_alam.known_answer import evaluate_run
+from omnisafe_alam.registration import load_defaults
 from omnisafe_alam.runs import load_run, markdown_table, stability_metrics
 
-BIN = Path(sys.executable).parent
 
 
-def train(algo: str, seed: int, steps: int, log_dir: Path, reuse: bool = False) -> Path:
-    existing = list((log_dir / f'{algo}-s{seed}' / 'train').glob('*/seed-*'))
+def sac_baseline_cfgs(env_id: str) -> dict:
+    """Settings giving OmniSafe's SAC (which has no section for our tasks) the plugin's task section."""
+    if env_id == LIMIT_ENV_ID:  # SAC_BASELINE_CFGS holds `--custom-cfgs` pairs
+        cfgs: dict = {}
+        for key, value in SAC_BASELINE_CFGS.items():
+            group, *path, leaf = key.split(':')
+            node = cfgs.setdefault(group, {})
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value == 'True' if value in ('True', 'False') else float(value) if '.' in value else int(value)
+        return cfgs
+    section = load_defaults('SACALaM', env_id)
+    return {
+        'algo_cfgs': {
+            'steps_per_epoch': section.algo_cfgs.steps_per_epoch,
+            'start_learning_steps': section.algo_cfgs.start_learning_steps,
+            'auto_alpha': True,
+        },
+        'model_cfgs': {
+            'actor': {'hidden_sizes': list(section.model_cfgs.actor.hidden_sizes)},
+            'critic': {'hidden_sizes': list(section.model_cfgs.critic.hidden_sizes)},
+        },
+    }
+
+
+_AGENT = 'import json, sys, omnisafe; omnisafe.Agent(sys.argv[1], sys.argv[2], custom_cfgs=json.loads(sys.argv[3])).learn()'
+
+
+def train(algo: str, seed: int, env_id: str, steps: int | None, log_dir: Path, reuse: bool = False) -> Path:
+    """Train one run through ``omnisafe.Agent`` in a fresh interpreter (as a user script would)."""
+    out_dir = log_dir / f'{algo}-s{seed}'
+    existing = list(out_dir.glob('*/seed-*'))
     if reuse and existing:
         return existing[0]
-    args = [
-        str(BIN / 'omnisafe'), 'train', '--algo', algo, '--env-id', ENV_ID,
-        '--total-steps', str(steps), '--torch-threads', '1', '--log-dir', str(log_dir / f'{algo}-s{seed}'),
-        '--custom-cfgs', 'seed', '--custom-cfgs', str(seed),
-        '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
-    ]
-    if algo == 'SAC':
-        for key, value in SAC_BASELINE_CFGS.items():
-            args += ['--custom-cfgs', key, '--custom-cfgs', value]
-    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    if steps is None:
+        steps = int(load_defaults('SACALaM', env_id).train_cfgs.total_steps)
+    cfgs = sac_baseline_cfgs(env_id) if algo == 'SAC' else {}
+    cfgs['seed'] = seed
+    cfgs['train_cfgs'] = {'total_steps': steps, 'torch_threads': 1}
+    cfgs['logger_cfgs'] = {'log_dir': str(out_dir), 'use_tensorboard': False}
+    out = subprocess.run(
+        [sys.executable, '-c', _AGENT, algo, env_id, json.dumps(cfgs)],
+        capture_output=True, text=True, check=False,
+    )
     if out.returncode:
         raise RuntimeError(f'{algo} seed {seed} failed:\n{out.stderr[-3000:]}')
-    (run,) = (log_dir / f'{algo}-s{seed}' / 'train').glob('*/seed-*')
+    (run,) = out_dir.glob('*/seed-*')
     return run
 
 
 def summarize(run: Path, d: float) -> dict:
     loaded = load_run(run)
+    if loaded.env_id != LIMIT_ENV_ID:
+        row = evaluate_run(run)
+        row.update(stability_metrics(pd.read_csv(run / 'progress.csv')))
+        return row
     row = {'algo': loaded.algo, 'seed': loaded.cfgs['seed']}
     row.update(evaluate_policy(lambda o: loaded.actor.predict(o, deterministic=True), d))
     if loaded.multiplier is not None:
@@ -66,15 +109,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--algos', nargs='+', default=['SACALaM', 'SACLagNet', 'SAC'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    parser.add_argument('--steps', type=int, default=8000)
+    parser.add_argument('--env-id', default=LIMIT_ENV_ID, choices=sorted(TASKS))
+    parser.add_argument('--steps', type=int, default=None, help="default: the YAML task section's budget")
     parser.add_argument('--d', type=float, default=0.1)
-    parser.add_argument('--log-dir', type=Path, default=Path('runs/known_answer'))
+    parser.add_argument('--log-dir', type=Path, default=None, help='default: runs/known_answer/ENV_ID')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--reuse', action='store_true', help='summarise existing runs, train only missing ones')
     args = parser.parse_args()
+    args.log_dir = args.log_dir or Path('runs/known_answer') / args.env_id
     jobs = [(a, s) for a in args.algos for s in args.seeds]
     with ThreadPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(lambda job: train(*job, args.steps, args.log_dir, args.reuse), jobs))
+        runs = list(pool.map(lambda job: train(*job, args.env_id, args.steps, args.log_dir, args.reuse), jobs))
     table = pd.DataFrame([summarize(run, args.d) for run in runs])
     print(markdown_table(table))
     (args.log_dir / 'summary.json').write_text(table.to_json(orient='records', indent=2))

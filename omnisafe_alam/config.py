@@ -98,6 +98,7 @@ ALAM_KEYS: dict[str, _Key] = {
     ),
     'multiplier_output': _Key(_to_choice('softplus', 'relu'), lambda v: True, ''),
     'multiplier_max_grad_norm': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (0 turns it off)'),
+    'multiplier_init': _Key(_to_float, lambda v: v >= 0.0 or v == -1.0, 'must be >= 0, or -1 for the network\'s own initialisation'),
     'multiplier_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (cap of the multiplier)'),
     'cost_target_pessimism': _Key(
         _to_float,
@@ -105,6 +106,7 @@ ALAM_KEYS: dict[str, _Key] = {
         'must be in [0, 1] (0: mean of the twin cost critics, 1: their max)',
     ),
     'cost_max': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (largest step cost; 0 turns the cap off)'),
+    'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
 }
 

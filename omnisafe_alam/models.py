@@ -30,6 +30,9 @@ class MultiplierNet(nn.Module):
         activation: hidden activation, one of OmniSafe's activation names.
         output: ``'softplus'`` or ``'relu'``.
         max_value: the cap (``inf``: none).
+        init_value: if given, the output starts at about this value at every state: the last
+            layer's weights are scaled by 1e-3 and its bias set to the head's inverse at
+            ``init_value`` (softplus: ``log(expm1(v))``, ``v`` at least 1e-4).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class MultiplierNet(nn.Module):
         activation: str = 'relu',
         output: str = 'softplus',
         max_value: float = math.inf,
+        init_value: float | None = None,
     ) -> None:
         super().__init__()
         self.max_value = max_value
@@ -48,6 +52,14 @@ class MultiplierNet(nn.Module):
             weight_initialization_mode='kaiming_uniform',
         )
         self._head = nn.Softplus() if output == 'softplus' else nn.ReLU()
+        if init_value is not None:
+            last = [m for m in self.net if isinstance(m, nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.mul_(1e-3)
+                if output == 'softplus':
+                    last.bias.fill_(math.log(math.expm1(max(init_value, 1e-4))))
+                else:
+                    last.bias.fill_(init_value)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Multiplier at each state: ``(..., obs_dim) -> (...)``."""

@@ -116,6 +116,7 @@ def test_two_vector_envs_do_not_hang(tmp_path: Path) -> None:
         ('alam_cfgs:rho_max', '0.5', 'alam_cfgs.rho_max'),
         ('alam_cfgs:K', '0', 'alam_cfgs.K'),
         ('algo_cfgs:cost_normalize', 'True', 'algo_cfgs.cost_normalize'),
+        ('algo_cfgs:use_cost', 'False', 'algo_cfgs.use_cost'),
     ],
 )
 def test_bad_config_stops_before_training(tmp_path: Path, key: str, value: str, named: str) -> None:

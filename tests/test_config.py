@@ -59,6 +59,12 @@ def test_cli_strings_are_coerced(alam: dict) -> None:
         ('cost_indicator', 'maybe', 'alam_cfgs.cost_indicator'),
         ('multiplier_hidden_sizes', [], 'alam_cfgs.multiplier_hidden_sizes'),
         ('rho_init', float('nan'), 'alam_cfgs.rho_init must be finite'),
+        ('cost_target_pessimism', 1.5, 'alam_cfgs.cost_target_pessimism'),
+        ('cost_max', -1.0, 'alam_cfgs.cost_max'),
+        ('multiplier_max', 0.0, 'alam_cfgs.multiplier_max'),
+        ('multiplier_init', -0.5, 'alam_cfgs.multiplier_init'),
+        ('f_hat_policy', 'greedy', 'alam_cfgs.f_hat_policy'),
+        ('calibration_window', 0, 'alam_cfgs.calibration_window'),
     ],
 )
 def test_bad_values_name_the_key(alam: dict, key: str, value: object, message: str) -> None:

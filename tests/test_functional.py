@@ -132,3 +132,41 @@ def test_penalty_step_refuses_nan() -> None:
 )
 def test_scalar_dual_step(lam: float, g_agg: float, expected: float) -> None:
     assert F.scalar_dual_step(lam, g_agg, 2.0) == pytest.approx(expected)
+
+
+def test_combine_twins_from_mean_to_max() -> None:
+    q = T([[1.0, 4.0], [3.0, 0.0]])  # two critics, two states
+    assert torch.allclose(F.combine_twins(q, 1.0), T([3.0, 4.0]))
+    assert torch.allclose(F.combine_twins(q, 0.0), T([2.0, 2.0]))
+    assert torch.allclose(F.combine_twins(q, 0.5), T([2.5, 3.0]))  # mean + |q1 - q2| / 4
+
+
+def test_cost_critic_target_pessimism_and_cap_by_hand() -> None:
+    c, done = T([0.0, 1.0, 0.0]), T([0.0, 0.0, 1.0])
+    q_tp1 = T([[50.0, 200.0, 7.0], [60.0, 120.0, 9.0]])
+    # mean 55 -> 0.99 * 55; mean 160 capped at 100 -> 1 + 99; terminal -> c only
+    got = F.cost_critic_target(c, done, q_tp1, 0.99, pessimism=0.0, value_max=100.0)
+    assert torch.allclose(got, T([54.45, 100.0, 0.0]))
+    # the paper's target: max, no cap
+    assert torch.allclose(F.cost_critic_target(c, done, q_tp1, 0.99), T([59.4, 199.0, 0.0]))
+
+
+def test_dual_target_projects_onto_the_box() -> None:
+    # max(lam + rho g, 0) = [0, 1, 2.4], then capped at 2
+    assert torch.allclose(F.dual_target(LAM, G, RHO, lam_max=2.0), T([0.0, 1.0, 2.0]))
+
+
+def test_multiplier_net_cap_and_initial_value() -> None:
+    from omnisafe_alam.models import MultiplierNet
+
+    torch.manual_seed(0)
+    net = MultiplierNet(2, [16, 16], init_value=0.05, max_value=3.0)
+    x = torch.randn(64, 2)
+    assert torch.allclose(net(x), torch.full((64,), 0.05), atol=2e-3)
+    last = [m for m in net.net if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.fill_(10.0)  # softplus(10) ~ 10, above the cap
+    out = net(x)
+    assert torch.allclose(out, torch.full((64,), 3.0))
+    out.sum().backward()  # no gradient through the cap: ascent cannot push it further
+    assert last.bias.grad is not None and last.bias.grad.abs().max() == 0

@@ -101,6 +101,7 @@ class StatewiseSAC(SAC):
                 activation=alam.multiplier_activation,
                 output=alam.multiplier_output,
                 max_value=alam.multiplier_max,
+                init_value=alam.multiplier_init if alam.multiplier_init >= 0 else None,
             )
         self._actor_critic = StatewiseActorQCritic(
             obs_space=self._env.observation_space,
@@ -204,12 +205,19 @@ class StatewiseSAC(SAC):
 
         The K actions are reparameterised samples drawn in one batched call, so under grad
         mode the gradient reaches the policy through ``F_hat``; callers wrap it in
-        ``torch.no_grad()`` everywhere except the policy loss.
+        ``torch.no_grad()`` everywhere except the policy loss. With
+        ``alam_cfgs.f_hat_policy: deterministic`` the one action is the policy's mean.
         """
         alam = self._cfgs.alam_cfgs
-        actions = self._actor_critic.actor(obs).rsample((alam.K,))  # (K, B, A)
-        q_c = self._actor_critic.cost_critic(obs.expand(alam.K, *obs.shape), actions)
+        actions = self._f_actions(obs)  # (K, B, A)
+        q_c = self._actor_critic.cost_critic(obs.expand(actions.shape[0], *obs.shape), actions)
         return F.f_hat(torch.stack(q_c)) - alam.d
+
+    def _f_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions at which ``F`` is evaluated: ``(K, B, A)`` policy samples, or ``(1, B, A)`` means."""
+        if self._cfgs.alam_cfgs.f_hat_policy == 'deterministic':
+            return self._actor_critic.actor.predict(obs, deterministic=True).unsqueeze(0)
+        return self._actor_critic.actor(obs).rsample((self._cfgs.alam_cfgs.K,))
 
     def _f_hat_no_grad(self, obs: torch.Tensor) -> torch.Tensor:
         """``F_hat`` at observations, without gradient (the adapter's risk estimate)."""
@@ -248,7 +256,7 @@ class StatewiseSAC(SAC):
         if self._cfgs.alam_cfgs.cost_indicator:
             cost = (cost > 0).float()
         with torch.no_grad():
-            next_action = self._actor_critic.actor.predict(next_obs, deterministic=False)
+            next_action = self._f_actions(next_obs)[0]
             q_c_tp1 = self._actor_critic.target_cost_critic(next_obs, next_action)
             alam = self._cfgs.alam_cfgs
             gamma = self._cfgs.algo_cfgs.gamma

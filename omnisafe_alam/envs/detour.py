@@ -2,7 +2,8 @@
 
 A point moves forward at a constant speed (``x' = x + dt``, ``dt = 0.1``) and the action ``a`` in
 ``[-1, 1]`` is its lateral velocity: ``y' = clip(y + a dt, -1, 1)``; the observation is ``(x, y)``.
-The hazard is the open box ``x in [X_IN, X_OUT]``, ``Y_LOW < y < Y_HIGH``: the step costs
+The hazard is the box ``x in [X_IN, X_OUT]``, ``Y_LOW < y < Y_HIGH``, reaching past the lateral
+wall (so it is gone around above): the step costs
 ``c = 1[(x', y') in box]``. The reward ``1 - 2|y'|`` pays for keeping to the centre line ``y = 0``,
 which runs through the box, so the unconstrained optimum violates from every start state. The
 episode ends (terminated) once ``x' >= X_END``: there is nothing to violate past the box.
@@ -11,7 +12,8 @@ Known answers (docs/known_answer.md):
 
 - **Feasible set.** Let ``k`` be the number of steps until the point is first at ``x >= X_IN``
   (``k = 1`` inside the box's x-range). A state escapes over the box iff ``y + k dt >= Y_HIGH``
-  and under it iff ``y - k dt <= Y_LOW``; a state past ``X_OUT - dt`` always escapes. Otherwise
+  (under it iff ``y - k dt <= Y_LOW``, impossible with the wall); a state past ``X_OUT - dt``
+  always escapes. Otherwise
   the cost arrives within ``k + 10`` steps, so ``F* >= gamma^21 > d`` for any ``d < 0.8``.
 - **Optimal safe return** from a start ``(x_0, y_0)``: the constraints act on each ``|y_t|``
   separately and ``|y_{t+1} - y_t| <= dt``, so on the upper side the pointwise smallest ``|y_t|``
@@ -43,7 +45,10 @@ __all__ = [
 ENV_ID = 'StatewiseDetour-v0'
 DT = 0.1
 X_IN, X_OUT = 1.0, 2.0
-Y_LOW, Y_HIGH = -0.8, 0.1
+#: the box reaches below the lateral wall (y >= -1), so it can only be gone around above: then
+#: the feasible set of the best policy is also that of every sensible one (no unvisited escape
+#: route below that the learned policy, trained from starts above, would never take)
+Y_LOW, Y_HIGH = -2.0, 0.1
 X_END = 3.0
 Y_LIMIT = 1.0
 #: start states: x_0 ~ U[X0_RANGE], y_0 ~ U[Y0_RANGE] (all feasible: tested)
@@ -51,7 +56,7 @@ X0_RANGE = (0.0, 0.3)
 Y0_RANGE = (-0.5, 0.3)
 #: the state grid on which F_hat's classification of the feasible set is scored
 GRID_X = (0.5, 1.9)
-GRID_Y = (-0.9, 0.3)
+GRID_Y = (-0.6, 0.4)
 HORIZON = math.ceil((X_END - X0_RANGE[0]) / DT) + 1
 
 

@@ -1,0 +1,93 @@
+"""The off-policy adapter: true final states under Safety-Gymnasium's own auto-reset, calibration."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import build_algo
+from omnisafe_alam import functional as F
+
+
+class _Capture:
+    """Stands in for the replay buffer and keeps every stored transition."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, torch.Tensor]] = []
+
+    def store(self, **row: torch.Tensor) -> None:
+        self.rows.append({k: v.clone() for k, v in row.items()})
+
+
+def test_time_limit_transition_bootstraps_from_the_true_final_state(tmp_path: Path) -> None:
+    """SafetyPointGoal1's 1000-step limit with one env: the stored next state must be the
+    episode's own last state, not the first state of the next episode (issue: OmniSafe's
+    AutoReset sits above the simulator's, so info['final_observation'] is a reset state)."""
+    algo = build_algo('SACALaM', tmp_path, fill=1)
+    env = algo._env  # noqa: SLF001
+    infos: list[dict[str, Any]] = []
+    step = env.step
+
+    def spy(action: torch.Tensor) -> Any:
+        out = step(action)
+        infos.append(out[-1])
+        return out
+
+    env.step = spy  # type: ignore[method-assign]
+    buffer = _Capture()
+    env.rollout(1000, algo._actor_critic, buffer, algo._logger, use_rand_action=True)  # noqa: SLF001
+    ends = [i for i, info in enumerate(infos) if 'final_info' in info]
+    assert len(ends) == 1, 'expected exactly one time-limit end in 1000 steps (episode started at step 1)'
+    i = ends[0]
+    stored = buffer.rows[i]['next_obs'][0]
+    true_final = torch.as_tensor(infos[i]['final_info']['final_observation'], dtype=torch.float32)
+    wrong = infos[i]['final_observation'][0]
+    assert torch.allclose(stored, true_final)
+    assert not torch.allclose(stored, wrong)
+    # physically: the true last state is a step away from the transition's state, the reset
+    # state of another layout is not
+    obs = buffer.rows[i]['obs'][0]
+    assert (stored - obs).norm() < (wrong - obs).norm()
+    assert bool(buffer.rows[i]['done'][0]) is False  # a truncation is not terminal
+
+
+def test_calibration_over_the_window(tmp_path: Path) -> None:
+    algo = build_algo('SACALaM', tmp_path, fill=1, alam_cfgs={'calibration_window': 4})
+    env = algo._env  # noqa: SLF001
+    assert all(math.isnan(v) for v in env.calibration().values())  # no episode has ended yet
+    env._calibration.clear()  # noqa: SLF001
+    # (F_hat at the start, realised discounted cost); the first pair falls out of the window
+    for pair in [(9.0, 0.0), (0.5, 0.0), (1.5, 1.0), (3.0, 2.0), (2.5, 4.0)]:
+        env._calibration.append(pair)  # noqa: SLF001
+    out = env.calibration()
+    assert out['Calibration/StartFHat'] == pytest.approx(7.5 / 4)
+    assert out['Calibration/StartCost'] == pytest.approx(7.0 / 4)
+    assert out['Calibration/StartBias'] == pytest.approx(0.5 / 4)
+    # ranks: predicted 1, 2, 4, 3; realised 1, 2, 3, 4 -> 1 - 6 * 2 / (4 * 15) = 0.8
+    assert out['Calibration/StartRankCorr'] == pytest.approx(0.8)
+
+
+def test_rank_correlation_by_hand() -> None:
+    t = torch.tensor
+    assert F.rank_correlation(t([1.0, 2.0, 3.0, 4.0]), t([10.0, 20.0, 20.0, 40.0])) == pytest.approx(
+        4.5 / math.sqrt(5.0 * 4.5),  # ranks 1, 2.5, 2.5, 4 (a tie) against 1..4
+    )
+    assert F.rank_correlation(t([3.0, 2.0, 1.0]), t([1.0, 5.0, 9.0])) == pytest.approx(-1.0)
+    assert math.isnan(F.rank_correlation(t([1.0, 2.0]), t([1.0, 2.0])))  # too few
+    assert math.isnan(F.rank_correlation(t([1.0, 1.0, 1.0]), t([1.0, 2.0, 3.0])))  # no spread
+
+
+def test_dual_cycles_wait_for_the_warmup_epochs_like_saclag(tmp_path: Path) -> None:
+    """OmniSafe's SACLag updates its multiplier when epoch > warmup_epochs; so do we."""
+    algo = build_algo('SACALaM', tmp_path, fill=1, alam_cfgs={'m_lambda': 10}, algo_cfgs={'warmup_epochs': 1})
+    due = []
+    for epoch in (0, 1, 2):
+        algo._epoch = epoch  # noqa: SLF001
+        for steps in (9, 10):
+            algo._policy_steps = steps  # noqa: SLF001
+            due.append(algo._dual_cycle_due())  # noqa: SLF001
+    assert due == [False, False, False, False, False, True]

@@ -1,0 +1,119 @@
+"""The multi-step known-answer tasks: exact optima and feasible sets by hand, the envs in OmniSafe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omnisafe_alam.envs import braking as B
+from omnisafe_alam.envs import detour as D
+from omnisafe_alam.known_answer import TASK_SPECS, score_classification
+
+GAMMA, DTOL = 0.99, 0.1
+
+
+# ------------------------------------------------------------------ StatewiseBraking-v0
+def test_braking_feasible_set_by_hand() -> None:
+    # from v = 1 full braking covers 0.1 * (0.9 + 0.8 + ... + 0.1) = 0.45: x = 0.55 is the edge
+    edge = B.feasibility_margin(torch.tensor([[0.55, 1.0], [0.56, 1.0], [0.54, 1.0]]))
+    assert edge[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert edge[1].item() == pytest.approx(-0.01, abs=1e-6) and edge[2].item() == pytest.approx(0.01, abs=1e-6)
+    # (0.99, 0.25): braking gives v = 0.15, 0.05, -0.05, -0.15 and x = 1.005, 1.01, 1.005 (three
+    # hazard steps), 0.99: F* = 1 + gamma + gamma^2. A state at rest before the hazard has F* = 0.
+    f_star = B.min_discounted_cost(torch.tensor([[0.99, 0.25], [0.9, 0.0]]), GAMMA)
+    assert f_star.tolist() == pytest.approx([1 + GAMMA + GAMMA**2, 0.0], abs=1e-5)
+    # on the scoring grid, F* <= d is exactly margin >= 0, and infeasible states are far above d
+    grid = TASK_SPECS[B.ENV_ID].state_grid
+    margin, f_star = B.feasibility_margin(grid), B.min_discounted_cost(grid, GAMMA)
+    assert torch.equal(f_star <= DTOL, margin >= 0)
+    assert f_star[margin < 0].min() > 0.8
+    assert 0.15 < (margin < 0).float().mean() < 0.5  # both classes well represented
+
+
+def test_braking_optimum_is_attained_and_unconstrained_violates() -> None:
+    starts = TASK_SPECS[B.ENV_ID].start_states
+    assert (B.feasibility_margin(starts) >= 0.4).all()  # every start state is feasible
+    assert B.optimal_return(torch.tensor([[0.2, 0.3]])).item() == pytest.approx(8.0)  # (1 - 0.2) / 0.1
+    for x0, v0 in starts.tolist():
+        plan = B.parking_plan(x0, v0)
+        assert len(plan) <= B.HORIZON and max(abs(a) for a in plan) <= 1.0
+        x, v = torch.tensor(x0, dtype=torch.float64), torch.tensor(v0, dtype=torch.float64)
+        farthest = x
+        for a in plan:
+            x, v = B.step_dynamics(x, v, torch.tensor(a, dtype=torch.float64))
+            farthest = torch.maximum(farthest, x)
+        assert x.item() == pytest.approx(B.X_HAZARD, abs=1e-9) and v.item() == pytest.approx(0.0, abs=1e-9)
+        assert farthest.item() <= B.X_HAZARD + 1e-12
+    # the unconstrained optimum (full throttle) earns more and violates from every start
+    greedy = B.simulate(lambda s: torch.ones(len(s), 1), starts, GAMMA)
+    assert (greedy['return'] > B.optimal_return(starts)).all()
+    assert (greedy['discounted_cost'] > DTOL).all()
+
+
+# ------------------------------------------------------------------ StatewiseDetour-v0
+def test_detour_feasible_set_by_hand() -> None:
+    # (0.925, -0.05): one step to the box, up-slack -0.05 + 0.1 - 0.1 < 0 (no way under the box)
+    # (0.825, -0.05): two steps, up-slack 0.05; past the box (x + dt > 2): always feasible
+    margin = D.feasibility_margin(torch.tensor([[0.925, -0.05], [0.825, -0.05], [1.95, -0.3]]))
+    assert margin[0].item() == pytest.approx(-0.05, abs=1e-6)
+    assert margin[1].item() == pytest.approx(0.05, abs=1e-6)
+    assert margin[2].item() == float('inf')
+    spec = TASK_SPECS[D.ENV_ID]
+    assert (D.feasibility_margin(spec.start_states) >= 0.2).all()  # worst: (0.275, -0.5)
+    assert 0.3 < (D.feasibility_margin(spec.state_grid) < 0).float().mean() < 0.6
+
+
+def test_detour_optimum_by_hand_and_attained() -> None:
+    # start (0.025, 0): 30 steps; the box is steps 10..19, where |y| = 0.1: 30 - 2 * 1.0 = 28
+    # start (0.025, -0.5): |y| = 0.4, 0.3, 0.2, 0.1 on the way up, 0.1 on the box: 30 - 2 * 2.0
+    best = D.optimal_return(torch.tensor([[0.025, 0.0], [0.025, -0.5]]))
+    assert best.tolist() == pytest.approx([28.0, 26.0])
+    starts = TASK_SPECS[D.ENV_ID].start_states
+    path = D.optimal_path(starts)
+    # follow the optimal path open-loop through the env's own dynamics
+    env = D.StatewiseDetourEnv(D.ENV_ID, num_envs=len(starts))
+    state, ret, cost = starts.clone(), torch.zeros(len(starts)), torch.zeros(len(starts))
+    for t in range(path.shape[0]):
+        alive = ~torch.isnan(path[t])
+        act = ((torch.nan_to_num(path[t]) - state[:, 1].double()) / D.DT).float().clamp(-1, 1)
+        state, reward, step_cost, _ = env._transition(state, act.unsqueeze(-1))  # noqa: SLF001
+        ret, cost = ret + reward * alive, cost + step_cost * alive
+    assert torch.allclose(ret, D.optimal_return(starts), atol=1e-4)
+    assert cost.max() == 0
+    # the unconstrained optimum heads for y = 0, through the box: it violates from every start
+    greedy = D.simulate(lambda s: (-s[:, 1:] / D.DT).clamp(-1, 1), starts, GAMMA)
+    assert (greedy['discounted_cost'] > DTOL).all()
+
+
+# ------------------------------------------------------------------ both, through OmniSafe
+@pytest.mark.parametrize('env_id', [B.ENV_ID, D.ENV_ID])
+def test_tasks_through_omnisafe(env_id: str) -> None:
+    from omnisafe.envs.core import make, support_envs
+
+    import omnisafe_alam  # noqa: F401
+
+    assert env_id in support_envs()
+    env = make(env_id, num_envs=2)
+    start = torch.tensor([[0.2, 0.1], [0.1, 0.2]])
+    obs, _ = env.reset(options={'state': start})
+    assert torch.equal(obs, start)
+    last = None
+    for step in range(env.max_episode_steps):
+        obs, _, _, terminated, truncated, info = env.step(torch.zeros(2, 1))
+        if (terminated | truncated).any():
+            last = step
+            break
+    assert last is not None and last + 1 <= env.max_episode_steps
+    # the final observation is the true last state, the returned one a fresh start state
+    assert not torch.equal(info['final_observation'], obs)
+    assert (TASK_SPECS[env_id].margin(obs) >= 0).all()
+
+
+def test_classification_score_by_hand() -> None:
+    f_hat = torch.tensor([0.0, 0.05, 0.5, 2.0, 0.08])
+    feasible = torch.tensor([True, True, True, False, False])
+    out = score_classification(f_hat, feasible, d=0.1)
+    # predicted feasible: T T F F T -> right on 0, 1, 3: 3 of 5
+    assert out['accuracy'] == pytest.approx(0.6)
+    assert out['false_unsafe'] == pytest.approx(1 / 3)
+    assert out['false_safe'] == pytest.approx(0.5)
