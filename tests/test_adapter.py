@@ -91,3 +91,19 @@ def test_dual_cycles_wait_for_the_warmup_epochs_like_saclag(tmp_path: Path) -> N
             algo._policy_steps = steps  # noqa: SLF001
             due.append(algo._dual_cycle_due())  # noqa: SLF001
     assert due == [False, False, False, False, False, True]
+
+
+def test_true_final_state_is_normalised_like_the_others(tmp_path: Path) -> None:
+    """With obs_normalize, the true final state gets the normaliser's transform, without being
+    pushed into its statistics."""
+    algo = build_algo('SACALaM', tmp_path, fill=50, algo_cfgs={'obs_normalize': True})
+    env = algo._env  # noqa: SLF001
+    normalizer = env.save()['obs_normalizer']
+    count = normalizer._count  # noqa: SLF001
+    raw = torch.arange(float(normalizer.mean.numel()))
+    info = {'final_observation': torch.zeros(1, raw.numel()), 'final_info': {'final_observation': raw.numpy()}}
+    got = env._true_final_obs(info, 0)  # noqa: SLF001
+    assert torch.allclose(got, torch.clamp((raw - normalizer.mean) / normalizer.std, -5.0, 5.0))
+    assert normalizer._count == count  # noqa: SLF001
+    # without a final_info (vector envs, the plugin's own tasks) OmniSafe's value stands
+    assert torch.equal(env._true_final_obs({'final_observation': torch.ones(1, 3)}, 0), torch.ones(3))  # noqa: SLF001
