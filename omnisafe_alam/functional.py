@@ -313,7 +313,7 @@ def rank_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
         raise ValueError(f'x and y must be 1-D of one length, got {tuple(x.shape)} and {tuple(y.shape)}')
     if len(x) < 3:
         return float('nan')
-    rx, ry = _average_ranks(x.double()), _average_ranks(y.double())
+    rx, ry = average_ranks(x.double()), average_ranks(y.double())
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = (rx.pow(2).sum() * ry.pow(2).sum()).sqrt()
     if denom == 0:
@@ -321,7 +321,7 @@ def rank_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((rx * ry).sum() / denom)
 
 
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks 1..n, tied values sharing their average rank."""
     order = torch.argsort(values)
     ranks = torch.empty_like(values)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from omnisafe_alam.envs import braking, detour
+from omnisafe_alam.functional import average_ranks
 from omnisafe_alam.runs import LoadedRun, load_run
 
 __all__ = ['TASK_SPECS', 'TaskSpec', 'evaluate_loaded', 'evaluate_run', 'score_classification']
@@ -68,12 +69,22 @@ def score_classification(f_hat: torch.Tensor, feasible: torch.Tensor, d: float) 
     """How well ``F_hat <= d`` classifies the exact feasible set.
 
     Returns ``accuracy`` (share of grid states classified right), ``false_unsafe`` (share of the
-    feasible states called infeasible) and ``false_safe`` (share of the infeasible states called
-    feasible; NaN when there are none).
+    feasible states called infeasible), ``false_safe`` (share of the infeasible states called
+    feasible; NaN when there are none) and ``auc``: the probability that a random infeasible
+    state has a higher ``F_hat`` than a random feasible one (ties count half), which scores the
+    ordering of the risk signal whatever its offset.
     """
     predicted = f_hat <= d
     infeasible = ~feasible
+    ranks = average_ranks(f_hat.double())
+    n_pos, n_neg = int(infeasible.sum()), int(feasible.sum())
+    auc = (
+        float((ranks[infeasible].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        if n_pos and n_neg
+        else float('nan')
+    )
     return {
+        'auc': auc,
         'accuracy': float((predicted == feasible).float().mean()),
         'false_unsafe': float((~predicted & feasible).float().sum() / feasible.sum().clamp(min=1)),
         'false_safe': float((predicted & infeasible).float().sum() / infeasible.sum())
@@ -111,6 +122,7 @@ def evaluate_loaded(run: LoadedRun, k: int = 64) -> dict[str, Any]:
         f_hat = run.f_hat(run.normalize(grid), k=k)
         row.update(score_classification(f_hat, feasible, d))
         row['f_hat_deep'] = float(f_hat[margin >= DEEP].mean())
+        row['f_hat_infeasible'] = float(f_hat[~feasible].mean())
     if run.multiplier is not None:
         with torch.no_grad():
             lam = run.multiplier(run.normalize(grid))

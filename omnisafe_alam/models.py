@@ -121,14 +121,18 @@ class StatewiseActorQCritic(ActorQCritic):
         )
         self.multiplier = multiplier
 
+    #: Polyak rate of the target cost critics; None: the rate OmniSafe passes for the others
+    cost_tau: float | None = None
+
     def polyak_update(self, tau: float) -> None:
         """Polyak-average reward critics and actor (OmniSafe) and the twin cost critics."""
         super().polyak_update(tau)
+        cost_tau = tau if self.cost_tau is None else self.cost_tau
         for param, target_param in zip(
             self.cost_critic.parameters(),
             self.target_cost_critic.parameters(),
         ):
-            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+            target_param.data.copy_(cost_tau * param.data + (1 - cost_tau) * target_param.data)
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -117,3 +119,40 @@ def test_classification_score_by_hand() -> None:
     assert out['accuracy'] == pytest.approx(0.6)
     assert out['false_unsafe'] == pytest.approx(1 / 3)
     assert out['false_safe'] == pytest.approx(0.5)
+    # infeasible F_hat 2.0 beats all three feasible ones, 0.08 beats two (0.0, 0.05), not 0.5
+    assert out['auc'] == pytest.approx((3 + 2) / 6)
+
+
+# ------------------------------------------------------------------ short training, each task
+@pytest.mark.parametrize(
+    ('env_id', 'min_return_ratio'),
+    # measured at 6k steps, seed 0 (deterministic on a given machine): Braking 0.253, Detour 0.569;
+    # AUC 0.998 and 0.974; no violating start state
+    [(B.ENV_ID, 0.2), (D.ENV_ID, 0.4)],
+)
+def test_sacalam_short_run_ranks_risk_and_stays_safe(tmp_path, env_id: str, min_return_ratio: float) -> None:
+    """6k steps of SACALaM with the task's YAML section: F_hat must already order the states as
+    the exact feasible set does, the deterministic policy must be safe from every start state,
+    and every run logs the calibration figures."""
+    import pandas as pd
+
+    from conftest import BIN, run_cli
+    from omnisafe_alam.known_answer import evaluate_run
+
+    args = [
+        str(BIN / 'omnisafe'), 'train', '--algo', 'SACALaM', '--env-id', env_id, '--total-steps', '6000',
+        '--torch-threads', '1', '--log-dir', str(tmp_path),
+        '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
+    ]
+    out = run_cli(args, cwd=tmp_path, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (run,) = (tmp_path / 'train').glob('*/seed-*')
+    row = evaluate_run(run)
+    assert row['violating_starts'] == 0, row
+    assert row['auc'] >= 0.95, row
+    assert row['return_ratio'] >= min_return_ratio, row
+    assert row['lam_finite'] and row['lam_max'] <= 100.0, row
+    progress = pd.read_csv(run / 'progress.csv')
+    for key in ('Calibration/StartBias', 'Calibration/StartRankCorr', 'Metrics/MultiplierQ90', 'Metrics/FeasibleFrac'):
+        assert key in progress, key
+    assert math.isfinite(progress['Calibration/StartFHat'].iloc[-1])

@@ -30,9 +30,12 @@ class StatewiseSAC(SAC):
 
     Deliberate departures from OmniSafe's :class:`SAC` (the paper, Sec. V):
 
-    - **Twin cost critics** with a pessimistic target
-      :math:`y_\psi = c + \gamma(1-d)\max_i \bar Q^c_{\psi_i}(x', a')`, :math:`a' \sim \pi(\cdot|x')`.
-      OmniSafe has one cost critic and a deterministic next action.
+    - **Twin cost critics**, trained toward
+      :math:`y_\psi = c + \gamma(1-d)\min\{\mathrm{comb}_\beta(\bar Q^c_{\psi_1}, \bar Q^c_{\psi_2})(x', a'),
+      c_{\max}/(1-\gamma)\}`, :math:`a' \sim \pi(\cdot|x')`: :math:`\beta = 1` is the paper's max,
+      the default :math:`\beta = 0` their mean (``alam_cfgs.cost_target_pessimism``, see
+      docs/algorithms.md); ``F_hat`` always takes the max. OmniSafe has one cost critic and a
+      deterministic next action.
     - The cost is the raw environment cost (``cost_normalize`` must be false), optionally
       clipped to the indicator :math:`\mathbf 1[c > 0]` (``alam_cfgs.cost_indicator``).
     - The policy loss is SAC's plus a variant-specific constraint penalty on
@@ -110,6 +113,8 @@ class StatewiseSAC(SAC):
             epochs=self._epochs,
             multiplier=multiplier,
         ).to(self._device)
+        if alam.cost_polyak > 0:
+            self._actor_critic.cost_tau = alam.cost_polyak
 
     def _init(self) -> None:
         super()._init()
