@@ -93,8 +93,18 @@ def score_classification(f_hat: torch.Tensor, feasible: torch.Tensor, d: float) 
     }
 
 
-def evaluate_loaded(run: LoadedRun, k: int = 64) -> dict[str, Any]:
-    """Score a loaded run (see module doc); keys are flat so rows stack into a table."""
+def evaluate_loaded(run: LoadedRun, k: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Score a loaded run (see module doc); keys are flat so rows stack into a table.
+
+    ``F_hat`` samples ``k`` actions per state from the policy with torch's RNG seeded by ``seed``
+    (the caller's RNG state is left as it was), so a score is reproducible.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _evaluate(run, k)
+
+
+def _evaluate(run: LoadedRun, k: int) -> dict[str, Any]:
     if run.env_id not in TASK_SPECS:
         raise ValueError(f'{run.env_id} is not a multi-step known-answer task: {sorted(TASK_SPECS)}')
     spec = TASK_SPECS[run.env_id]
