@@ -1,6 +1,6 @@
 """What the plugin's known-answer tasks share: a vectorised torch CMDP that resets itself.
 
-A task subclass defines its spaces, :meth:`VectorTask._sample_start` and
+A task subclass defines its spaces, its start box (or :meth:`VectorTask._sample_start`) and
 :meth:`VectorTask._transition`; this base keeps the step counters, the time limit, the
 auto-reset (for one env and for many, which OmniSafe's ``AutoReset`` wrapper does not support)
 and reports the true final state of every finished episode in ``info['final_observation']``.
@@ -31,6 +31,9 @@ class VectorTask(CMDP):
     horizon: ClassVar[int] = 1
     obs_low: ClassVar[list[float]] = [-1.0]
     obs_high: ClassVar[list[float]] = [1.0]
+    #: start states are drawn uniformly from this box (override :meth:`_sample_start` otherwise)
+    start_low: ClassVar[list[float]] = [-1.0]
+    start_high: ClassVar[list[float]] = [1.0]
     act_dim: ClassVar[int] = 1
 
     def __init__(self, env_id: str, num_envs: int = 1, device: str | torch.device = 'cpu', **kwargs: Any) -> None:
@@ -49,8 +52,9 @@ class VectorTask(CMDP):
 
     # ---------------------------------------------------------------- task hooks
     def _sample_start(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` start states, shape ``(n, state_dim)``."""
-        raise NotImplementedError
+        """``n`` start states, shape ``(n, state_dim)``: uniform in ``[start_low, start_high]``."""
+        low, high = torch.tensor(self.start_low), torch.tensor(self.start_high)
+        return low + torch.rand(n, len(low), generator=generator) * (high - low)
 
     def _transition(
         self,

@@ -149,13 +149,9 @@ class StatewiseBrakingEnv(VectorTask):
     _support_envs: ClassVar[list[str]] = [ENV_ID]
     horizon: ClassVar[int] = HORIZON
     obs_low: ClassVar[list[float]] = [X_WALLS[0], -V_MAX]
+    start_low: ClassVar[list[float]] = [X0_RANGE[0], V0_RANGE[0]]
+    start_high: ClassVar[list[float]] = [X0_RANGE[1], V0_RANGE[1]]
     obs_high: ClassVar[list[float]] = [X_WALLS[1], V_MAX]
-
-    def _sample_start(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(n, 2, generator=generator)
-        low = torch.tensor([X0_RANGE[0], V0_RANGE[0]])
-        high = torch.tensor([X0_RANGE[1], V0_RANGE[1]])
-        return low + u * (high - low)
 
     def _transition(
         self,

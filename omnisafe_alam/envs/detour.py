@@ -124,13 +124,9 @@ class StatewiseDetourEnv(VectorTask):
     _support_envs: ClassVar[list[str]] = [ENV_ID]
     horizon: ClassVar[int] = HORIZON
     obs_low: ClassVar[list[float]] = [X0_RANGE[0], -Y_LIMIT]
+    start_low: ClassVar[list[float]] = [X0_RANGE[0], Y0_RANGE[0]]
+    start_high: ClassVar[list[float]] = [X0_RANGE[1], Y0_RANGE[1]]
     obs_high: ClassVar[list[float]] = [X_END + DT, Y_LIMIT]
-
-    def _sample_start(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(n, 2, generator=generator)
-        low = torch.tensor([X0_RANGE[0], Y0_RANGE[0]])
-        high = torch.tensor([X0_RANGE[1], Y0_RANGE[1]])
-        return low + u * (high - low)
 
     def _transition(
         self,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar
 
 import torch
-from gymnasium import spaces
-from omnisafe.envs.core import CMDP
+
+from omnisafe_alam.envs.base import VectorTask
 
 __all__ = [
     'ENV_ID',
@@ -115,80 +115,32 @@ def evaluate_policy(
     }
 
 
-class StatewiseLimitEnv(CMDP):
+class StatewiseLimitEnv(VectorTask):
     """OmniSafe CMDP of the known-answer task (vectorised; see module doc).
 
     ``reset(options={'x': value})`` starts from a chosen state (one value, or one per env).
+    Every step ends the episode (terminated), and the env draws the next context itself.
     """
 
     _support_envs: ClassVar[list[str]] = [ENV_ID]
-    metadata: ClassVar[dict[str, int]] = {}
-    # every step ends an episode; the env resets itself (also when vectorised, which OmniSafe's
-    # AutoReset wrapper does not support) and reports the true final state in
-    # info['final_observation']
-    need_auto_reset_wrapper = False
-    need_time_limit_wrapper = False
-
-    def __init__(self, env_id: str, num_envs: int = 1, device: str | torch.device = 'cpu', **kwargs: Any) -> None:
-        super().__init__(env_id)
-        self._num_envs = num_envs
-        self._device = torch.device(device)
-        self._observation_space = spaces.Box(low=-1.0, high=1.0, shape=(1,))
-        self._action_space = spaces.Box(low=-1.0, high=1.0, shape=(1,))
-        self._generator = torch.Generator().manual_seed(0)
-        self._x = torch.zeros(num_envs)
-        self.env_spec_log: dict[str, Any] = {}
-
-    @property
-    def max_episode_steps(self) -> int:
-        """One decision per episode."""
-        return 1
-
-    def _out(self, value: torch.Tensor) -> torch.Tensor:
-        """Batched for vector envs; unbatched for one env (OmniSafe's Unsqueeze adds the dim)."""
-        value = value.to(self._device)
-        return value.squeeze(0) if self._num_envs == 1 else value
+    horizon: ClassVar[int] = 1
 
     def reset(
         self,
         seed: int | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        if seed is not None:
-            self.set_seed(seed)
         if options is not None and 'x' in options:
-            self._x = torch.as_tensor(options['x'], dtype=torch.float32).reshape(-1).expand(self._num_envs).clone()
-        else:
-            self._x = torch.rand(self._num_envs, generator=self._generator) * 2.0 - 1.0
-        return self._out(self._x.unsqueeze(-1)), {}
+            options = {'state': torch.as_tensor(options['x'], dtype=torch.float32).reshape(-1, 1)}
+        return super().reset(seed=seed, options=options)
 
-    def step(
+    def _transition(
         self,
+        state: torch.Tensor,
         action: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        act = torch.as_tensor(action, dtype=torch.float32).cpu().reshape(self._num_envs, -1)[:, 0]
-        act = act.clamp(-1.0, 1.0)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, act = state[:, 0], action[:, 0]
         reward = 1.0 + act
-        cost = torch.clamp(act - safe_level(self._x), min=0.0)
-        final_obs = self._x.unsqueeze(-1)
-        terminated = torch.ones(self._num_envs, dtype=torch.bool)
-        truncated = torch.zeros(self._num_envs, dtype=torch.bool)
-        next_obs, _ = self.reset()
-        info = {'final_observation': self._out(final_obs)}
-        return (
-            next_obs,
-            self._out(reward),
-            self._out(cost),
-            self._out(terminated),
-            self._out(truncated),
-            info,
-        )
-
-    def set_seed(self, seed: int) -> None:
-        self._generator.manual_seed(seed)
-
-    def render(self) -> Any:
-        raise NotImplementedError('StatewiseLimit-v0 has nothing to render')
-
-    def close(self) -> None:
-        """Nothing to release."""
+        cost = torch.clamp(act - safe_level(x), min=0.0)
+        terminated = torch.ones_like(cost, dtype=torch.bool)
+        return state, reward, cost, terminated
