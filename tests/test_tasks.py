@@ -156,3 +156,22 @@ def test_sacalam_short_run_ranks_risk_and_stays_safe(tmp_path, env_id: str, min_
     for key in ('Calibration/StartBias', 'Calibration/StartRankCorr', 'Metrics/MultiplierQ90', 'Metrics/FeasibleFrac'):
         assert key in progress, key
     assert math.isfinite(progress['Calibration/StartFHat'].iloc[-1])
+
+
+def test_known_answer_example_gives_sac_the_task_sections() -> None:
+    """OmniSafe's SAC has no YAML section for the plugin's tasks: the example hands it the same
+    networks and budget as the plugin's section (and parses the Limit task's CLI pairs)."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location('known_answer_example', REPO / 'examples' / 'known_answer.py')
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    cfgs = module.sac_baseline_cfgs(B.ENV_ID)
+    assert cfgs['model_cfgs']['actor']['hidden_sizes'] == [64, 64]
+    assert cfgs['algo_cfgs']['start_learning_steps'] == 2000 and cfgs['algo_cfgs']['auto_alpha'] is True
+    limit = module.sac_baseline_cfgs('StatewiseLimit-v0')
+    assert limit['algo_cfgs']['batch_size'] == 128 and limit['model_cfgs']['actor']['lr'] == pytest.approx(1e-3)
+    assert limit['algo_cfgs']['auto_alpha'] is True
