@@ -14,7 +14,7 @@ from omnisafe.utils.config import ModelConfig
 from omnisafe.utils.model import build_mlp_network
 from torch import nn, optim
 
-__all__ = ['DualState', 'MultiplierNet', 'StatewiseActorQCritic']
+__all__ = ['DualState', 'MultiplierNet', 'NonNegativeCritic', 'StatewiseActorQCritic', 'build_cost_critic']
 
 
 class MultiplierNet(nn.Module):
@@ -82,6 +82,50 @@ class DualState(nn.Module):
         self.register_buffer('lam', torch.tensor(float(lambda_init)))
 
 
+class NonNegativeCritic(nn.Module):
+    r"""Twin cost critics whose outputs pass through a ``softplus`` head: :math:`Q^c \ge 0`.
+
+    Costs are non-negative, so is every discounted cost value. A linear head must produce an
+    exact zero over the whole safe region out of ReLU features, and its errors of either sign
+    then sit at the scale of ``d``: on StatewiseBraking-v0, with the policy and the replay data
+    held fixed, F_hat stayed 0.4-0.5 above the Monte-Carlo value on feasible states with a
+    linear head and reached it (within 0.03) with this one (docs/algorithms.md). The wrapped
+    OmniSafe critic keeps its interface: ``forward(obs, act)`` returns one tensor per critic.
+    """
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> list[torch.Tensor]:
+        return [nn.functional.softplus(q) for q in self.critic(obs, act)]
+
+
+def build_cost_critic(
+    obs_space: OmnisafeSpace,
+    act_space: OmnisafeSpace,
+    hidden_sizes: list[int],
+    activation: str,
+    weight_initialization_mode: str,
+    output: str,
+) -> nn.Module:
+    """Twin cost critics (OmniSafe's ``QCritic``) with the ``output`` head: ``linear`` or ``softplus``."""
+    critic = CriticBuilder(
+        obs_space=obs_space,
+        act_space=act_space,
+        hidden_sizes=hidden_sizes,
+        activation=activation,
+        weight_initialization_mode=weight_initialization_mode,
+        num_critics=2,
+        use_obs_encoder=False,
+    ).build_critic('q')
+    if output == 'linear':
+        return critic
+    if output == 'softplus':
+        return NonNegativeCritic(critic)
+    raise ValueError(f"cost critic output must be 'linear' or 'softplus', got {output!r}")
+
+
 class StatewiseActorQCritic(ActorQCritic):
     """OmniSafe's actor and twin reward critics, plus *twin* cost critics and the multiplier.
 
@@ -89,7 +133,8 @@ class StatewiseActorQCritic(ActorQCritic):
     two, combined pessimistically (max) in the target and in ``F_hat`` (Sec. V).
 
     Attributes (beyond :class:`ActorQCritic`):
-        cost_critic, target_cost_critic: twin Q^c networks and their Polyak targets.
+        cost_critic, target_cost_critic: twin Q^c networks and their Polyak targets, with the
+            ``cost_output`` head (``alam_cfgs.cost_critic_output``, see :func:`build_cost_critic`).
         cost_critic_optimizer: Adam at the critic learning rate.
         multiplier: :class:`MultiplierNet`, or ``None`` for scalar-multiplier variants (ASAC).
     """
@@ -101,17 +146,17 @@ class StatewiseActorQCritic(ActorQCritic):
         model_cfgs: ModelConfig,
         epochs: int,
         multiplier: MultiplierNet | None,
+        cost_output: str = 'linear',
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
-        self.cost_critic = CriticBuilder(
-            obs_space=obs_space,
-            act_space=act_space,
-            hidden_sizes=model_cfgs.critic.hidden_sizes,
-            activation=model_cfgs.critic.activation,
-            weight_initialization_mode=model_cfgs.weight_initialization_mode,
-            num_critics=2,
-            use_obs_encoder=False,
-        ).build_critic('q')
+        self.cost_critic = build_cost_critic(
+            obs_space,
+            act_space,
+            model_cfgs.critic.hidden_sizes,
+            model_cfgs.critic.activation,
+            model_cfgs.weight_initialization_mode,
+            cost_output,
+        )
         self.target_cost_critic = deepcopy(self.cost_critic)
         for param in self.target_cost_critic.parameters():
             param.requires_grad = False

@@ -116,9 +116,7 @@ def load_policy(
 def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     """Rebuild actor, multiplier and cost critics of a run from its config and a checkpoint."""
     from gymnasium import spaces
-    from omnisafe.models.critic.critic_builder import CriticBuilder
-
-    from omnisafe_alam.models import MultiplierNet
+    from omnisafe_alam.models import MultiplierNet, build_cost_critic
 
     run_dir = Path(run_dir)
     config_path = run_dir / 'config.json'
@@ -152,14 +150,15 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
 
     cost_critic = None
     if 'cost_critic' in params:
-        cost_critic = CriticBuilder(
+        cost_critic = build_cost_critic(
             obs_space,
             act_space,
             model['critic']['hidden_sizes'],
             model['critic']['activation'],
             model['weight_initialization_mode'],
-            num_critics=2,
-        ).build_critic('q')
+            # runs saved before the key existed had a linear head
+            cfgs.get('alam_cfgs', {}).get('cost_critic_output', 'linear'),
+        )
         cost_critic.load_state_dict(params['cost_critic'])
 
     for net in (multiplier, cost_critic):

@@ -64,6 +64,7 @@ def test_cli_strings_are_coerced(alam: dict) -> None:
         ('multiplier_max', 0.0, 'alam_cfgs.multiplier_max'),
         ('multiplier_init', -0.5, 'alam_cfgs.multiplier_init'),
         ('f_hat_policy', 'greedy', 'alam_cfgs.f_hat_policy'),
+        ('cost_critic_output', 'tanh', 'alam_cfgs.cost_critic_output'),
         ('calibration_window', 0, 'alam_cfgs.calibration_window'),
     ],
 )

@@ -170,3 +170,29 @@ def test_multiplier_net_cap_and_initial_value() -> None:
     assert torch.allclose(out, torch.full((64,), 3.0))
     out.sum().backward()  # no gradient through the cap: ascent cannot push it further
     assert last.bias.grad is not None and last.bias.grad.abs().max() == 0
+
+
+def test_cost_critic_softplus_head_is_nonnegative_and_wraps_the_linear_twins() -> None:
+    from gymnasium import spaces
+
+    from omnisafe_alam.models import NonNegativeCritic, build_cost_critic
+
+    obs_space = spaces.Box(-1.0, 1.0, (2,))
+    act_space = spaces.Box(-1.0, 1.0, (1,))
+    torch.manual_seed(0)
+    linear = build_cost_critic(obs_space, act_space, [8, 8], 'relu', 'kaiming_uniform', 'linear')
+    head = build_cost_critic(obs_space, act_space, [8, 8], 'relu', 'kaiming_uniform', 'softplus')
+    assert isinstance(head, NonNegativeCritic) and not isinstance(linear, NonNegativeCritic)
+    head.critic.load_state_dict(linear.state_dict())
+    obs, act = torch.randn(32, 2), torch.rand(32, 1) * 2 - 1
+    for z, q in zip(linear(obs, act), head(obs, act)):
+        # softplus(z) = log(1 + e^z): e.g. z = 0 -> log 2 = 0.6931, z = -3 -> 0.0486
+        assert torch.allclose(q, torch.log1p(torch.exp(z)), atol=1e-6)
+        assert (q > 0).all()
+    last = [m for m in head.critic.critic_0.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-3.0)
+    assert torch.allclose(head(obs, act)[0], torch.full((32,), 0.048587), atol=1e-6)
+    with pytest.raises(ValueError, match='cost critic output'):
+        build_cost_critic(obs_space, act_space, [8], 'relu', 'kaiming_uniform', 'tanh')

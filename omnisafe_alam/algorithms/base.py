@@ -112,6 +112,7 @@ class StatewiseSAC(SAC):
             model_cfgs=self._cfgs.model_cfgs,
             epochs=self._epochs,
             multiplier=multiplier,
+            cost_output=alam.cost_critic_output,
         ).to(self._device)
         if alam.cost_polyak > 0:
             self._actor_critic.cost_tau = alam.cost_polyak
