@@ -53,8 +53,14 @@ def sac_baseline_cfgs(env_id: str) -> dict:
             'auto_alpha': True,
         },
         'model_cfgs': {
-            'actor': {'hidden_sizes': list(section.model_cfgs.actor.hidden_sizes)},
-            'critic': {'hidden_sizes': list(section.model_cfgs.critic.hidden_sizes)},
+            'actor': {
+                'hidden_sizes': list(section.model_cfgs.actor.hidden_sizes),
+                'lr': section.model_cfgs.actor.lr,
+            },
+            'critic': {
+                'hidden_sizes': list(section.model_cfgs.critic.hidden_sizes),
+                'lr': section.model_cfgs.critic.lr,
+            },
         },
     }
 

@@ -9,7 +9,10 @@ docs/known_answer.md):
 - ``F_hat(x) <= d`` is compared with the exact feasible set on a fixed state grid (accuracy,
   and the two error rates);
 - the multiplier on that grid: its mean near the boundary (feasible states within ``NEAR`` of
-  it), deep inside the feasible set (margin at least ``DEEP``) and on infeasible states.
+  it), deep inside the feasible set (margin at least ``DEEP``) and on infeasible states;
+- ``F_hat`` against the saved policy's own feasibility function, estimated by Monte Carlo
+  (:func:`monte_carlo_f`): this separates a critic that misjudges its policy (``critic_bias``)
+  from a policy that is unsafe where the exact answer says it need not be (``mc_accuracy``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from typing import Any, Callable
 
 import torch
 
-from omnisafe_alam.envs import braking, detour
+from omnisafe_alam.envs import TASKS, braking, detour
 from omnisafe_alam.functional import average_ranks
 from omnisafe_alam.runs import LoadedRun, load_run
 
-__all__ = ['TASK_SPECS', 'TaskSpec', 'evaluate_loaded', 'evaluate_run', 'score_classification']
+__all__ = ['TASK_SPECS', 'TaskSpec', 'evaluate_loaded', 'evaluate_run', 'monte_carlo_f', 'score_classification']
 
 #: margin bands of the multiplier comparison (in the task's margin units: metres of slack)
 NEAR = 0.1
@@ -93,18 +96,55 @@ def score_classification(f_hat: torch.Tensor, feasible: torch.Tensor, d: float) 
     }
 
 
-def evaluate_loaded(run: LoadedRun, k: int = 64, seed: int = 0) -> dict[str, Any]:
+def monte_carlo_f(
+    task: Any,
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    states: torch.Tensor,
+    gamma: float,
+    samples: int = 1,
+    horizon: int = 400,
+) -> torch.Tensor:
+    r"""The policy's feasibility function :math:`F^\pi(x) = E[\sum_t \gamma^t c_t]` at ``states``.
+
+    Rolls ``samples`` copies of every state forward for ``horizon`` steps through the task's
+    dynamics, *without* its time limit (the critics bootstrap through it, so this is the value
+    they learn), stopping only where the task terminates; the mean discounted cost per state.
+    ``policy`` maps observations to actions (stochastic or not: ``samples`` > 1 only helps for a
+    stochastic one). The rollout keeps the dtype of ``states``. The truncation error is at most ``gamma**horizon / (1 - gamma)`` times the
+    largest step cost (1.8 at 0.99 and 400 steps only if every later step cost; on the shipped
+    tasks the policies park or leave, and later costs are rare).
+    """
+    env = task(task._support_envs[0], num_envs=1)
+    state = states.repeat(samples, 1)
+    disc = torch.zeros(len(state), dtype=state.dtype)
+    alive = torch.ones(len(state), dtype=torch.bool)
+    for t in range(horizon):
+        with torch.no_grad():
+            act = policy(state).reshape(len(state), -1).clamp(-1.0, 1.0)
+        next_state, _, cost, terminated = env._transition(state, act)
+        disc += gamma**t * cost * alive
+        state = torch.where(alive.unsqueeze(-1), next_state, state)
+        alive &= ~terminated
+        if not alive.any():
+            break
+    return disc.reshape(samples, len(states)).mean(0)
+
+
+def evaluate_loaded(run: LoadedRun, k: int = 64, seed: int = 0, mc_samples: int = 16) -> dict[str, Any]:
     """Score a loaded run (see module doc); keys are flat so rows stack into a table.
 
-    ``F_hat`` samples ``k`` actions per state from the policy with torch's RNG seeded by ``seed``
-    (the caller's RNG state is left as it was), so a score is reproducible.
+    ``F_hat`` samples ``k`` actions per state from the policy, the Monte-Carlo ``F^pi``
+    ``mc_samples`` stochastic rollouts per state, both with torch's RNG seeded by ``seed`` (the
+    caller's RNG state is left as it was), so a score is reproducible. ``mc_accuracy`` is the
+    accuracy of ``F^pi <= d`` (the stochastic policy's own feasibility) against the exact
+    feasible set, ``critic_bias`` the mean of ``F_hat - F^pi`` over the feasible grid states.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return _evaluate(run, k)
+        return _evaluate(run, k, mc_samples)
 
 
-def _evaluate(run: LoadedRun, k: int) -> dict[str, Any]:
+def _evaluate(run: LoadedRun, k: int, mc_samples: int) -> dict[str, Any]:
     if run.env_id not in TASK_SPECS:
         raise ValueError(f'{run.env_id} is not a multi-step known-answer task: {sorted(TASK_SPECS)}')
     spec = TASK_SPECS[run.env_id]
@@ -133,6 +173,13 @@ def _evaluate(run: LoadedRun, k: int) -> dict[str, Any]:
         row.update(score_classification(f_hat, feasible, d))
         row['f_hat_deep'] = float(f_hat[margin >= DEEP].mean())
         row['f_hat_infeasible'] = float(f_hat[~feasible].mean())
+
+        def stochastic(obs: torch.Tensor) -> torch.Tensor:
+            return run.actor.predict(run.normalize(obs), deterministic=False)
+
+        f_mc = monte_carlo_f(TASKS[run.env_id], stochastic, grid, gamma, samples=mc_samples)
+        row['mc_accuracy'] = score_classification(f_mc, feasible, d)['accuracy']
+        row['critic_bias'] = float((f_hat - f_mc)[feasible].mean())
     if run.multiplier is not None:
         with torch.no_grad():
             lam = run.multiplier(run.normalize(grid))

@@ -123,6 +123,28 @@ def test_classification_score_by_hand() -> None:
     assert out['auc'] == pytest.approx((3 + 2) / 6)
 
 
+def test_monte_carlo_f_by_hand() -> None:
+    """The rollout estimate of a policy's own F (no time limit, stops at termination)."""
+    from omnisafe_alam.known_answer import monte_carlo_f
+
+    g = 0.99
+    # Braking, full throttle from rest at 0: x_t = 0.005 t (t + 1) first exceeds 1 at t = 14
+    # (210 * 0.005 = 1.05), i.e. the step t = 13 costs, and every later step (the wall at 3
+    # holds the point): F = (g^13 - g^400) / (1 - g)
+    start = torch.tensor([[0.0, 0.0]])
+    throttle = monte_carlo_f(B.StatewiseBrakingEnv, lambda s: torch.ones(len(s), 1), start, g)
+    assert float(throttle) == pytest.approx((g**13 - g**400) / (1 - g), rel=1e-4)
+    # full braking is the safest policy: its F is F* on the whole scoring grid (in float64, as F*
+    # is computed: many grid states come to rest exactly on x = 1)
+    grid = TASK_SPECS[B.ENV_ID].state_grid.double()
+    brake = monte_carlo_f(B.StatewiseBrakingEnv, lambda s: -torch.ones(len(s), 1, dtype=s.dtype), grid, g)
+    assert torch.allclose(brake.float(), B.min_discounted_cost(grid, g), atol=1e-4)
+    # Detour, straight ahead at y = 0 from x = 0.025: x_{t+1} = 0.025 + 0.1 (t + 1) is in the box
+    # [1, 2] for t = 9..18; the episode terminates at x >= 3 (t = 29), so F = (g^9 - g^19) / (1 - g)
+    ahead = monte_carlo_f(D.StatewiseDetourEnv, lambda s: torch.zeros(len(s), 1), torch.tensor([[0.025, 0.0]]), g)
+    assert float(ahead) == pytest.approx((g**9 - g**19) / (1 - g), rel=1e-5)
+
+
 # ------------------------------------------------------------------ short training, each task
 @pytest.mark.parametrize(
     ('env_id', 'min_return_ratio'),
