@@ -147,15 +147,19 @@ def test_monte_carlo_f_by_hand() -> None:
 
 # ------------------------------------------------------------------ short training, each task
 @pytest.mark.parametrize(
-    ('env_id', 'min_return_ratio'),
-    # measured at 6k steps, seed 0 (deterministic on a given machine): return ratio Braking 0.391,
-    # Detour 0.672; AUC 0.971 and 0.941; no violating start state
-    [(B.ENV_ID, 0.3), (D.ENV_ID, 0.5)],
+    ('env_id', 'min_return_ratio', 'min_accuracy'),
+    # measured at 6k steps, seed 0 (deterministic on a given machine), 2-core machine:
+    # Braking return ratio 0.838, accuracy 0.936, AUC 0.998, policy's own F accuracy 0.998,
+    # multiplier near the boundary 6.1 against 0.001 deep inside; Detour 0.838, 0.765, 1.000,
+    # 0.983, 9.4 against 0.61; no violating start state on either
+    [(B.ENV_ID, 0.7, 0.85), (D.ENV_ID, 0.7, 0.65)],
 )
-def test_sacalam_short_run_ranks_risk_and_stays_safe(tmp_path, env_id: str, min_return_ratio: float) -> None:
-    """6k steps of SACALaM with the task's YAML section: F_hat must already order the states as
-    the exact feasible set does, the deterministic policy must be safe from every start state,
-    and every run logs the calibration figures."""
+def test_sacalam_short_run_learns_safe_return_and_risk(
+    tmp_path, env_id: str, min_return_ratio: float, min_accuracy: float,
+) -> None:
+    """6k steps of SACALaM with the task's YAML section: most of the optimal safe return with no
+    violating start state, F_hat <= d already close to the exact feasible set, the multiplier
+    higher near the boundary than deep inside, and every run logs the calibration figures."""
     import pandas as pd
 
     from conftest import BIN, run_cli
@@ -171,9 +175,11 @@ def test_sacalam_short_run_ranks_risk_and_stays_safe(tmp_path, env_id: str, min_
     (run,) = (tmp_path / 'train').glob('*/seed-*')
     row = evaluate_run(run)
     assert row['violating_starts'] == 0, row
-    assert row['auc'] >= 0.9, row
     assert row['return_ratio'] >= min_return_ratio, row
-    assert row['lam_finite'] and row['lam_max'] <= 100.0, row
+    assert row['auc'] >= 0.95 and row['accuracy'] >= min_accuracy, row
+    assert row['mc_accuracy'] >= 0.9, row
+    assert row['lam_finite'] and row['lam_max'] <= 10.0, row
+    assert row['lam_near'] >= 1.0 and row['lam_near'] > 3 * row['lam_deep'], row
     progress = pd.read_csv(run / 'progress.csv')
     for key in ('Calibration/StartBias', 'Calibration/StartRankCorr', 'Metrics/MultiplierQ90', 'Metrics/FeasibleFrac'):
         assert key in progress, key
