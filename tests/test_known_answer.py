@@ -68,7 +68,8 @@ def test_environment_through_omnisafe() -> None:
 
 def test_dual_cycles_track_the_projected_iterate_without_rl(tmp_path: Path) -> None:
     """Fixed residual field, no policy or critic updates: the real dual cycle of SACALaM must
-    move lambda onto max(lambda_k + rho_k g, 0) each cycle, and rho must follow its schedule."""
+    move lambda onto min(max(lambda_k + rho_k g, 0), multiplier_max) each cycle (the iterate
+    reaches the cap 10 by the third cycle where g = 3), and rho must follow its schedule."""
     torch.manual_seed(0)
     algo = build_algo(
         'SACALaM',
@@ -87,7 +88,7 @@ def test_dual_cycles_track_the_projected_iterate_without_rl(tmp_path: Path) -> N
     for _cycle in range(3):
         rho = float(algo._dual.rho)
         with torch.no_grad():
-            expected = F.dual_target(net(grid), field(grid), rho)
+            expected = F.dual_target(net(grid), field(grid), rho, algo._cfgs.alam_cfgs.multiplier_max)
         algo._dual_cycle(algo._buf.sample_batch()['obs'])
         with torch.no_grad():
             got = net(grid)
