@@ -110,8 +110,8 @@ def monte_carlo_f(
     dynamics, *without* its time limit (the critics bootstrap through it, so this is the value
     they learn), stopping only where the task terminates; the mean discounted cost per state.
     ``policy`` maps observations to actions (stochastic or not: ``samples`` > 1 only helps for a
-    stochastic one). The rollout keeps the dtype of ``states``. The truncation error is at most ``gamma**horizon / (1 - gamma)`` times the
-    largest step cost (1.8 at 0.99 and 400 steps only if every later step cost; on the shipped
+    stochastic one). The rollout keeps the dtype of ``states``. The truncation error is at most
+    ``gamma**horizon / (1 - gamma)`` times the largest step cost (1.8 at 0.99 and 400 steps only if every later step cost; on the shipped
     tasks the policies park or leave, and later costs are rare).
     """
     env = task(task._support_envs[0], num_envs=1)
