@@ -38,17 +38,49 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
        ``Metrics/EpUnsafeSteps``: state-wise safety is about how often the agent is unsafe, not
        only about the summed episode cost.
     4. Calibration of the risk signal, on any environment: when :attr:`risk_fn` is set (the
-       state-wise algorithms set it to ``F_hat``), each episode's start state is scored when the
-       episode starts and compared with the episode's realised discounted cost
-       ``sum_t gamma^t c_t`` (indicator costs if ``alam_cfgs.cost_indicator``) when it ends; see
-       :meth:`calibration`.
+       algorithms set it with :meth:`configure_risk`: ``F_hat`` for the Lagrangian family, the
+       CDF ``G`` for SAC-FPI), each episode's start state is scored when the episode starts and
+       compared, when it ends, with the realised counterpart of the risk signal: the discounted
+       cost ``sum_t gamma^t c_t`` (indicator costs if asked), or for a constraint decay function
+       ``gamma^T`` with ``T`` the first step with cost (0 if none); see :meth:`calibration`.
     """
+
+    #: realised quantities a risk signal can be calibrated against
+    RISK_KINDS = ('discounted_cost', 'first_cost_decay')
+    risk_kind: str = 'discounted_cost'
+    risk_indicator: bool = True
+    calibration_window: int = 50
 
     _ep_unsafe: torch.Tensor
     _ep_disc_cost: torch.Tensor
     _ep_start_risk: torch.Tensor
+    _ep_hit: torch.Tensor
     #: maps a batch of (normalised) observations to F_hat; None turns calibration off
     risk_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def configure_risk(
+        self,
+        risk_fn: Callable[[torch.Tensor], torch.Tensor],
+        kind: str,
+        indicator: bool,
+        window: int,
+    ) -> None:
+        """Set the risk estimate scored at episode starts and what it is compared with.
+
+        Args:
+            risk_fn: maps a batch of (normalised) observations to the risk estimate.
+            kind: ``discounted_cost`` (``sum_t gamma^t c_t``) or ``first_cost_decay``
+                (``gamma^T`` at the first step ``T`` with cost, 0 if none).
+            indicator: count each step's cost as ``1[c > 0]`` (``discounted_cost`` only).
+            window: number of finished episodes the figures average over.
+        """
+        if kind not in self.RISK_KINDS:
+            raise ValueError(f'risk kind must be one of {self.RISK_KINDS}, got {kind!r}')
+        self.risk_fn = risk_fn
+        self.risk_kind = kind
+        self.risk_indicator = indicator
+        self.calibration_window = window
+        self._reset_log()
 
     def rollout(  # pylint: disable=too-many-arguments
         self,
@@ -115,11 +147,15 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
 
     def _log_value(self, reward: torch.Tensor, cost: torch.Tensor, info: dict[str, Any]) -> None:
         cost_t = info.get('original_cost', cost).cpu().reshape(-1)
-        if self._cfgs.alam_cfgs.cost_indicator:
-            step_cost = (cost_t > 0).float()
+        hit = cost_t > 0
+        if self.risk_kind == 'first_cost_decay':
+            step_cost = (hit & ~self._ep_hit).float()
+        elif self.risk_indicator:
+            step_cost = hit.float()
         else:
             step_cost = cost_t
         self._ep_disc_cost += self._cfgs.algo_cfgs.gamma ** self._ep_len * step_cost
+        self._ep_hit |= hit
         super()._log_value(reward=reward, cost=cost, info=info)
         self._ep_unsafe += (cost_t > 0).float()
 
@@ -136,19 +172,19 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             self._ep_unsafe = torch.zeros(num_envs)
             self._ep_disc_cost = torch.zeros(num_envs)
             self._ep_start_risk = torch.full((num_envs,), float('nan'))
-            self._calibration: deque[tuple[float, float]] = deque(
-                maxlen=self._cfgs.alam_cfgs.calibration_window,
-            )
+            self._ep_hit = torch.zeros(num_envs, dtype=torch.bool)
+            self._calibration: deque[tuple[float, float]] = deque(maxlen=self.calibration_window)
         else:
             self._ep_unsafe[idx] = 0.0
+            self._ep_hit[idx] = False
             self._ep_disc_cost[idx] = 0.0
             self._ep_start_risk[idx] = float('nan')
 
     def calibration(self) -> dict[str, float]:
-        """Start-state ``F_hat`` against realised discounted cost over the last episodes.
+        """Start-state risk estimate against its realised counterpart over the last episodes.
 
-        Over the last ``alam_cfgs.calibration_window`` finished episodes: the mean ``F_hat`` at
-        their start states, the mean realised discounted cost, their mean difference (bias; > 0
+        Over the last :attr:`calibration_window` finished episodes: the mean estimate at their
+        start states, the mean realised value (see class doc, 4), their mean difference (bias; > 0
         is pessimistic) and Spearman's rank correlation (NaN with fewer than 3 episodes or no
         spread). A truncated episode's realised cost omits what would have come after the time
         limit.

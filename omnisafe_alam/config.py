@@ -1,4 +1,4 @@
-"""Validation and coercion of the plugin's ``alam_cfgs`` key group.
+"""Validation and coercion of the plugin's ``alam_cfgs`` (and SAC-FPI's ``fpi_cfgs``) key groups.
 
 OmniSafe's ``--custom-cfgs`` parser hands values over half-parsed: ``1e-3``, ``-1`` and ``false``
 stay strings and ``[64,64]`` becomes ``['64', '64']``. :func:`validate_alam_cfgs` coerces every
@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ['ALAM_KEYS', 'AlamConfigError', 'coerce_like_defaults', 'validate_alam_cfgs', 'validate_run_cfgs']
+__all__ = [
+    'ALAM_KEYS',
+    'FPI_KEYS',
+    'AlamConfigError',
+    'coerce_like_defaults',
+    'validate_alam_cfgs',
+    'validate_fpi_cfgs',
+    'validate_run_cfgs',
+]
 
 
 class AlamConfigError(ValueError):
@@ -113,6 +121,39 @@ ALAM_KEYS: dict[str, _Key] = {
 }
 
 
+#: Every key of SAC-FPI's ``fpi_cfgs``.
+FPI_KEYS: dict[str, _Key] = {
+    'p_f': _Key(_to_float, lambda v: 0.0 < v < 1.0, 'must be in (0, 1) (threshold on the CDF G)'),
+    'barrier_t': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (barrier coefficient)'),
+    'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
+}
+
+
+def _validate_group(group: str, cfgs: dict[str, Any], keys: dict[str, _Key]) -> dict[str, Any]:
+    unknown = sorted(set(cfgs) - set(keys))
+    if unknown:
+        raise AlamConfigError(f'unknown key(s) in {group}: {unknown}; known: {sorted(keys)}')
+    missing = sorted(set(keys) - set(cfgs))
+    if missing:
+        raise AlamConfigError(f'{group} is missing key(s): {missing}')
+    for key, spec in keys.items():
+        value = spec.convert(f'{group}.{key}', cfgs[key])
+        if not spec.check(value):
+            raise AlamConfigError(f'{group}.{key}={value!r} {spec.requirement}')
+        cfgs[key] = value
+    return cfgs
+
+
+def validate_fpi_cfgs(fpi_cfgs: dict[str, Any]) -> dict[str, Any]:
+    """Coerce and check every key of SAC-FPI's ``fpi_cfgs`` in place; return it.
+
+    Raises:
+        AlamConfigError: naming the first key that is missing, unknown, of the wrong type or out
+            of range.
+    """
+    return _validate_group('fpi_cfgs', fpi_cfgs, FPI_KEYS)
+
+
 def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
     """Coerce and check every key of ``alam_cfgs`` in place; return it.
 
@@ -120,17 +161,7 @@ def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
         AlamConfigError: naming the first key that is missing, unknown, of the wrong type or out
             of range, or the pair ``rho_init`` / ``rho_max`` when ``rho_max < rho_init``.
     """
-    unknown = sorted(set(alam_cfgs) - set(ALAM_KEYS))
-    if unknown:
-        raise AlamConfigError(f'unknown key(s) in alam_cfgs: {unknown}; known: {sorted(ALAM_KEYS)}')
-    missing = sorted(set(ALAM_KEYS) - set(alam_cfgs))
-    if missing:
-        raise AlamConfigError(f'alam_cfgs is missing key(s): {missing}')
-    for key, spec in ALAM_KEYS.items():
-        value = spec.convert(f'alam_cfgs.{key}', alam_cfgs[key])
-        if not spec.check(value):
-            raise AlamConfigError(f'alam_cfgs.{key}={value!r} {spec.requirement}')
-        alam_cfgs[key] = value
+    _validate_group('alam_cfgs', alam_cfgs, ALAM_KEYS)
     if alam_cfgs['rho_max'] < alam_cfgs['rho_init']:
         raise AlamConfigError(
             f"alam_cfgs.rho_max={alam_cfgs['rho_max']} must be >= "
@@ -169,18 +200,31 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
     - ``algo_cfgs.use_cost`` must be true: the cost critics are what ``F_hat`` is made of;
     - ``algo_cfgs.cost_normalize`` must be false: ``d`` is a tolerance on the discounted value
       of the *raw* cost, and a running normaliser would silently move it;
-    - every ``alam_cfgs`` key is coerced and range-checked (:func:`validate_alam_cfgs`).
+    - every ``alam_cfgs`` key (the Lagrangian family) or ``fpi_cfgs`` key (SAC-FPI) is coerced
+      and range-checked (:func:`validate_alam_cfgs`, :func:`validate_fpi_cfgs`); a run config
+      holding the other family's group is refused, naming it.
     """
     if defaults is not None:
         coerce_like_defaults(cfgs, defaults)
     if not cfgs.algo_cfgs.use_cost:
         raise AlamConfigError(
-            'algo_cfgs.use_cost must be True for state-wise algorithms: F_hat comes from the cost '
-            'critics, which would otherwise never train',
+            'algo_cfgs.use_cost must be True for state-wise algorithms: F_hat (SAC-FPI: G) comes '
+            'from the cost (CDF) critics, which would otherwise never train',
         )
     if cfgs.algo_cfgs.cost_normalize:
         raise AlamConfigError(
             'algo_cfgs.cost_normalize must be False for state-wise algorithms: alam_cfgs.d is a '
             'tolerance on the discounted raw cost, which a cost normaliser would rescale',
         )
-    validate_alam_cfgs(cfgs.alam_cfgs)
+    is_fpi = cfgs.get('algo') == 'SACFPI'
+    group, other = ('fpi_cfgs', 'alam_cfgs') if is_fpi else ('alam_cfgs', 'fpi_cfgs')
+    if cfgs.get(other) is not None:
+        raise AlamConfigError(
+            f"{other} does not apply to {cfgs.get('algo')}; its settings are in {group}",
+        )
+    if cfgs.get(group) is None:
+        raise AlamConfigError(f"{cfgs.get('algo')} needs the key group {group}")
+    if is_fpi:
+        validate_fpi_cfgs(cfgs.fpi_cfgs)
+    else:
+        validate_alam_cfgs(cfgs.alam_cfgs)

@@ -24,6 +24,9 @@ __all__ = [
     'cost_critic_target',
     'dual_target',
     'f_hat',
+    'fpi_barrier_weight',
+    'fpi_cdf_target',
+    'fpi_policy_loss',
     'lagrangian_penalty',
     'multiplier_ascent_loss',
     'multiplier_regression_loss',
@@ -330,3 +333,112 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     sums = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, ranks)
     counts = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, torch.ones_like(ranks))
     return (sums / counts)[inverse]
+
+
+# --------------------------------------------------------------------------------------------
+# SAC-FPI (Yang et al., "Feasible Policy Iteration", arXiv 2304.08845): the paper's baseline.
+# Its feasibility function is a *constraint decay function* (CDF), not a discounted cost value:
+# G(x, a) = E[gamma^T] with T the first step with cost > 0 (0 if that never happens), in [0, 1].
+
+
+def fpi_cdf_target(
+    cost: torch.Tensor,
+    done: torch.Tensor,
+    g_next: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    r"""Bootstrap target of the twin CDF critics (FPI's risky Bellman equation).
+
+    .. math::
+
+        y_G = c + (1 - \mathrm{done})(1 - c)\,\gamma\,
+              \mathrm{clip}\big(\max_i \bar G_i(x', a'), 0, 1\big),
+        \qquad c = \mathbf 1[\mathrm{cost} > 0],\ a' \sim \pi(\cdot|x')
+
+    A step with cost ends the recursion (``G = 1``: the first violation is now); otherwise the
+    decay ``gamma`` applies to the pessimistic (max) next value, clipped to the CDF's range.
+
+    Args:
+        cost: raw step costs, shape ``(B,)`` (any positive value counts as a violation).
+        done: terminal flags (1.0 = terminated, not truncated), shape ``(B,)``.
+        g_next: target CDF values at ``(x', a')``, shape ``(N, B)``.
+        gamma: discount (decay) factor.
+
+    Returns:
+        The target, shape ``(B,)``, in ``[0, 1]``.
+    """
+    if g_next.dim() != 2:
+        raise ValueError(f'g_next must have shape (N, B), got {tuple(g_next.shape)}')
+    c = (cost > 0).to(g_next.dtype)
+    return c + (1.0 - done) * (1.0 - c) * gamma * g_next.max(dim=0).values.clamp(0.0, 1.0)
+
+
+def fpi_barrier_weight(
+    g: torch.Tensor,
+    p_f: float,
+    t: float,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The clipped constraint and the linearised log-barrier weight of FPI's feasible update.
+
+    .. math::
+
+        h = \mathrm{clip}(G - p_f, -p_f, -\epsilon), \qquad
+        b = t\left(-\frac{1}{\mathrm{sg}(h)} - \frac{1}{p_f}\right) \ge 0
+
+    ``b`` is the derivative of the barrier :math:`-t \log(-h)` minus its value at ``G = 0``
+    (so ``b = 0`` where ``G <= 0`` and grows as ``G`` approaches ``p_f``); it is held constant
+    within a step (no gradient), ``h`` carries the gradient to the policy inside the clip range.
+
+    Returns:
+        ``(h, b)``, each shaped like ``g``.
+    """
+    h = torch.clamp(g - p_f, -p_f, -eps)
+    b = t * (-1.0 / h.detach() - 1.0 / p_f)
+    return h, b
+
+
+def fpi_policy_loss(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    log_prob: torch.Tensor,
+    alpha: float,
+    p_f: float,
+    t: float,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""FPI's region-wise policy loss (feasible policy improvement), one batch.
+
+    A state is feasible when :math:`G(x, a) < p_f` for the sampled action (``G - p_f < -eps``).
+    On feasible states the actor maximises ``Q`` under the barrier, normalised by ``1 + b`` so
+    the step stays bounded as ``b`` grows; on infeasible states it only decreases ``G``; the
+    entropy term applies everywhere. Both regions' means are over the whole batch, so their
+    gradients add:
+
+    .. math::
+
+        L = \frac{1}{B}\sum_x \Big[\mathbf 1_{\mathrm{feas}}(x)\,\frac{-Q(x,a) + b(x)\,h(x)}{1 + b(x)}
+            + \alpha \log\pi(a|x)\Big]
+            + \frac{1}{B}\sum_x \mathbf 1_{\mathrm{infeas}}(x)\,G(x, a)
+
+    with ``h, b`` from :func:`fpi_barrier_weight`, ``a ~ pi(.|x)`` reparameterised, ``Q`` the
+    min of the reward twins and ``G`` the max of the CDF twins at ``(x, a)``.
+
+    Args:
+        q, g, log_prob: shape ``(B,)``, with gradient to the policy.
+        alpha: SAC temperature.
+        p_f: feasibility threshold on ``G``.
+        t: barrier coefficient.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss and, detached, ``feasible`` (bool mask, ``(B,)``)
+        and ``barrier`` (mean of ``b / (1 + b)`` over feasible states; 0 if there are none).
+    """
+    feasible = (g - p_f < -eps).detach()
+    h, b = fpi_barrier_weight(g, p_f, t, eps)
+    mask = feasible.to(q.dtype)
+    feas_loss = (mask * (-q + b * h) / (1.0 + b) + alpha * log_prob).mean()
+    infeas_loss = ((1.0 - mask) * g).mean()
+    weight = (b / (1.0 + b)).detach()
+    barrier = weight[feasible].mean() if feasible.any() else torch.zeros((), dtype=q.dtype)
+    return feas_loss + infeas_loss, {'feasible': feasible, 'barrier': barrier}

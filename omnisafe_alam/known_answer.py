@@ -6,7 +6,8 @@ docs/known_answer.md):
 - the deterministic policy is rolled out from a fixed grid of start states: its return against
   the exact optimal safe return, and the number of start states whose realised discounted cost
   exceeds ``d`` (violating start states);
-- ``F_hat(x) <= d`` is compared with the exact feasible set on a fixed state grid (accuracy,
+- ``F_hat(x) <= d`` (SAC-FPI: its CDF ``G(x) <= p_f``) is compared with the exact feasible set
+  on a fixed state grid (accuracy,
   and the two error rates);
 - the multiplier on that grid: its mean near the boundary (feasible states within ``NEAR`` of
   it), deep inside the feasible set (margin at least ``DEEP``) and on infeasible states;
@@ -103,6 +104,7 @@ def monte_carlo_f(
     gamma: float,
     samples: int = 1,
     horizon: int = 400,
+    kind: str = 'discounted_cost',
 ) -> torch.Tensor:
     r"""The policy's feasibility function :math:`F^\pi(x) = E[\sum_t \gamma^t c_t]` at ``states``.
 
@@ -113,7 +115,12 @@ def monte_carlo_f(
     stochastic one). The rollout keeps the dtype of ``states``. The truncation error is at most
     ``gamma**horizon / (1 - gamma)`` times the largest step cost (1.8 at 0.99 and 400 steps only if every later step cost; on the shipped
     tasks the policies park or leave, and later costs are rare).
+
+    ``kind='first_cost_decay'`` estimates SAC-FPI's constraint decay function instead:
+    ``E[gamma^T]`` with ``T`` the first step with cost (0 where no cost comes).
     """
+    if kind not in ('discounted_cost', 'first_cost_decay'):
+        raise ValueError(f"kind must be 'discounted_cost' or 'first_cost_decay', got {kind!r}")
     env = task(task._support_envs[0], num_envs=1)
     state = states.repeat(samples, 1)
     disc = torch.zeros(len(state), dtype=state.dtype)
@@ -122,7 +129,12 @@ def monte_carlo_f(
         with torch.no_grad():
             act = policy(state).reshape(len(state), -1).clamp(-1.0, 1.0)
         next_state, _, cost, terminated = env._transition(state, act)
-        disc += gamma**t * cost * alive
+        if kind == 'first_cost_decay':
+            hit = (cost > 0) & alive
+            disc += gamma**t * hit.to(disc.dtype)
+            alive &= ~hit
+        else:
+            disc += gamma**t * cost * alive
         state = torch.where(alive.unsqueeze(-1), next_state, state)
         alive &= ~terminated
         if not alive.any():
@@ -138,6 +150,7 @@ def evaluate_loaded(run: LoadedRun, k: int = 64, seed: int = 0, mc_samples: int 
     caller's RNG state is left as it was), so a score is reproducible. ``mc_accuracy`` is the
     accuracy of ``F^pi <= d`` (the stochastic policy's own feasibility) against the exact
     feasible set, ``critic_bias`` the mean of ``F_hat - F^pi`` over the feasible grid states.
+    For SAC-FPI both use its CDF (``G`` and the Monte-Carlo ``E[gamma^T]``) and its ``p_f``.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -149,6 +162,7 @@ def _evaluate(run: LoadedRun, k: int, mc_samples: int) -> dict[str, Any]:
         raise ValueError(f'{run.env_id} is not a multi-step known-answer task: {sorted(TASK_SPECS)}')
     spec = TASK_SPECS[run.env_id]
     d = float(run.cfgs.get('alam_cfgs', {}).get('d', 0.1))
+    threshold = run.risk_threshold
     gamma = float(run.cfgs['algo_cfgs']['gamma'])
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
@@ -168,17 +182,18 @@ def _evaluate(run: LoadedRun, k: int, mc_samples: int) -> dict[str, Any]:
     grid = spec.state_grid
     margin = spec.margin(grid)
     feasible = margin >= 0
-    if run.cost_critic is not None:
-        f_hat = run.f_hat(run.normalize(grid), k=k)
-        row.update(score_classification(f_hat, feasible, d))
+    if run.cost_critic is not None or run.feasibility_critic is not None:
+        # F_hat <= d, or for SAC-FPI its own region test G <= p_f
+        f_hat = run.risk(run.normalize(grid), k=k)
+        row.update(score_classification(f_hat, feasible, threshold))
         row['f_hat_deep'] = float(f_hat[margin >= DEEP].mean())
         row['f_hat_infeasible'] = float(f_hat[~feasible].mean())
 
         def stochastic(obs: torch.Tensor) -> torch.Tensor:
             return run.actor.predict(run.normalize(obs), deterministic=False)
 
-        f_mc = monte_carlo_f(TASKS[run.env_id], stochastic, grid, gamma, samples=mc_samples)
-        row['mc_accuracy'] = score_classification(f_mc, feasible, d)['accuracy']
+        f_mc = monte_carlo_f(TASKS[run.env_id], stochastic, grid, gamma, samples=mc_samples, kind=run.risk_kind)
+        row['mc_accuracy'] = score_classification(f_mc, feasible, threshold)['accuracy']
         row['critic_bias'] = float((f_hat - f_mc)[feasible].mean())
     if run.multiplier is not None:
         with torch.no_grad():

@@ -14,7 +14,14 @@ from omnisafe.utils.config import ModelConfig
 from omnisafe.utils.model import build_mlp_network
 from torch import nn, optim
 
-__all__ = ['DualState', 'MultiplierNet', 'NonNegativeCritic', 'StatewiseActorQCritic', 'build_cost_critic']
+__all__ = [
+    'DualState',
+    'FeasibilityActorQCritic',
+    'MultiplierNet',
+    'NonNegativeCritic',
+    'StatewiseActorQCritic',
+    'build_cost_critic',
+]
 
 
 class MultiplierNet(nn.Module):
@@ -185,3 +192,56 @@ class StatewiseActorQCritic(ActorQCritic):
         if self.multiplier is not None:
             items['multiplier'] = self.multiplier
         return items
+
+
+class FeasibilityActorQCritic(ActorQCritic):
+    """OmniSafe's actor and twin reward critics, plus SAC-FPI's twin *CDF* critics ``G``.
+
+    ``G(x, a)`` is a constraint decay function (the discounted probability-like weight of the
+    first violation, in ``[0, 1]``), not a discounted cost value: it has its own target
+    (:func:`omnisafe_alam.functional.fpi_cdf_target`), its own threshold ``fpi_cfgs.p_f`` and
+    its own name in checkpoints (``feasibility_critic``), so a run of SAC-FPI is never read as
+    if it had cost critics. Linear output head and the reward critics' architecture, as the
+    reference implementation.
+
+    Attributes (beyond :class:`ActorQCritic`):
+        feasibility_critic, target_feasibility_critic: twin G networks and their Polyak targets.
+        feasibility_critic_optimizer: Adam at the critic learning rate.
+    """
+
+    def __init__(
+        self,
+        obs_space: OmnisafeSpace,
+        act_space: OmnisafeSpace,
+        model_cfgs: ModelConfig,
+        epochs: int,
+    ) -> None:
+        super().__init__(obs_space, act_space, model_cfgs, epochs)
+        self.feasibility_critic = build_cost_critic(
+            obs_space,
+            act_space,
+            model_cfgs.critic.hidden_sizes,
+            model_cfgs.critic.activation,
+            model_cfgs.weight_initialization_mode,
+            'linear',
+        )
+        self.target_feasibility_critic = deepcopy(self.feasibility_critic)
+        for param in self.target_feasibility_critic.parameters():
+            param.requires_grad = False
+        self.feasibility_critic_optimizer = optim.Adam(
+            self.feasibility_critic.parameters(),
+            lr=model_cfgs.critic.lr,
+        )
+
+    def polyak_update(self, tau: float) -> None:
+        """Polyak-average reward critics and actor (OmniSafe) and the twin CDF critics, at ``tau``."""
+        super().polyak_update(tau)
+        for param, target_param in zip(
+            self.feasibility_critic.parameters(),
+            self.target_feasibility_critic.parameters(),
+        ):
+            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """Modules saved in each checkpoint besides the actor (state_dicts only)."""
+        return {'feasibility_critic': self.feasibility_critic}

@@ -34,6 +34,7 @@ PLUGIN_ALGORITHMS: dict[str, str] = {
     'SACALaMGA': 'off-policy',
     'SACLagNet': 'off-policy',
     'ASAC': 'off-policy',
+    'SACFPI': 'off-policy',
 }
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
@@ -61,13 +62,13 @@ def load_defaults(algo: str, env_id: str | None = None) -> dict[str, Any]:
 def _register_classes() -> None:
     from omnisafe.algorithms import registry
 
-    from omnisafe_alam.algorithms import variants
+    from omnisafe_alam import algorithms
 
     for name in PLUGIN_ALGORITHMS:
         try:
             registry.get(name)
         except KeyError:
-            registry.register(getattr(variants, name))
+            registry.register(getattr(algorithms, name))
 
 
 def _rebind(old: object, new: object, attr: str) -> None:

@@ -183,6 +183,8 @@ def _evaluate(run: LoadedRun, obs: np.ndarray) -> dict[str, np.ndarray]:
             out['lambda'] = run.multiplier(flat).numpy().reshape(obs.shape[:-1])
         if run.cost_critic is not None:
             out['F_hat'] = run.f_hat(flat, k=MAP_K).numpy().reshape(obs.shape[:-1])
+        if run.feasibility_critic is not None:  # SAC-FPI's CDF
+            out['G'] = run.risk(flat, k=MAP_K).numpy().reshape(obs.shape[:-1])
     return out
 
 
@@ -249,7 +251,7 @@ def riskmap(
     layout_seed: int = 0,
     checkpoint: str | None = None,
 ) -> Path:
-    """Write a PNG: one row per run and quantity (lambda, F_hat), one column per state setting.
+    """Write a PNG: one row per run and quantity (lambda, F_hat; SAC-FPI: G), one column per state setting.
 
     Args:
         run_dirs: finished runs of one environment (e.g. a SACALaM and a SACLagNet run).
@@ -274,8 +276,8 @@ def riskmap(
     _check_env(env_id)
     runs = [load_run(path, checkpoint) for path in run_dirs]
     for run in runs:
-        if run.multiplier is None and run.cost_critic is None:
-            raise RiskMapError(f'run {run.run_dir} ({run.algo}) has neither a multiplier nor cost critics')
+        if run.multiplier is None and run.cost_critic is None and run.feasibility_critic is None:
+            raise RiskMapError(f'run {run.run_dir} ({run.algo}) has no multiplier, cost critics or CDF critics')
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if env_id == LIMIT_ENV:
@@ -295,7 +297,7 @@ def riskmap(
     rows = []  # (run, quantity, [map per setting])
     for run in runs:
         maps = [_evaluate(run, obs) for _, _, obs in grids]
-        for quantity in ('lambda', 'F_hat'):
+        for quantity in ('lambda', 'F_hat', 'G'):
             if quantity in maps[0]:
                 rows.append((run, quantity, [m[quantity] for m in maps]))
     fig, axes = plt.subplots(

@@ -57,6 +57,8 @@ class LoadedRun:
     multiplier: torch.nn.Module | None
     cost_critic: torch.nn.Module | None
     obs_normalizer: torch.nn.Module | None
+    #: SAC-FPI's twin CDF critics G (its runs have no cost critics)
+    feasibility_critic: torch.nn.Module | None = None
 
     @property
     def algo(self) -> str:
@@ -83,6 +85,29 @@ class LoadedRun:
             actions = self.actor(obs).sample((k,))
             q_c = self.cost_critic(obs.expand(k, *obs.shape), actions)
             return F.f_hat(torch.stack(q_c))
+
+
+    @property
+    def risk_kind(self) -> str:
+        """What the run's risk signal estimates: ``discounted_cost`` (F) or ``first_cost_decay`` (FPI's G)."""
+        return 'first_cost_decay' if self.feasibility_critic is not None else 'discounted_cost'
+
+    @property
+    def risk_threshold(self) -> float:
+        """The level at or below which the run calls a state feasible: ``d``, or FPI's ``p_f``."""
+        if self.feasibility_critic is not None:
+            return float(self.cfgs['fpi_cfgs']['p_f'])
+        return float(self.cfgs.get('alam_cfgs', {}).get('d', 0.1))
+
+    def risk(self, obs: torch.Tensor, k: int = 64) -> torch.Tensor:
+        """The run's risk estimate at each state: ``F_hat`` (cost critics) or, for SAC-FPI, the
+        mean over ``k`` policy samples of ``max_i G_i(x, a)`` (``obs`` already normalised)."""
+        if self.feasibility_critic is None:
+            return self.f_hat(obs, k=k)
+        with torch.no_grad():
+            actions = self.actor(obs).sample((k,))
+            g = self.feasibility_critic(obs.expand(k, *obs.shape), actions)
+            return torch.stack(g).max(dim=0).values.mean(dim=0)
 
 
 def load_policy(
@@ -161,10 +186,22 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
         )
         cost_critic.load_state_dict(params['cost_critic'])
 
-    for net in (multiplier, cost_critic):
+    feasibility_critic = None
+    if 'feasibility_critic' in params:
+        feasibility_critic = build_cost_critic(
+            obs_space,
+            act_space,
+            model['critic']['hidden_sizes'],
+            model['critic']['activation'],
+            model['weight_initialization_mode'],
+            'linear',
+        )
+        feasibility_critic.load_state_dict(params['feasibility_critic'])
+
+    for net in (multiplier, cost_critic, feasibility_critic):
         if net is not None:
             net.eval()
-    return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer)
+    return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer, feasibility_critic)
 
 
 def total_variation(values: np.ndarray) -> float:

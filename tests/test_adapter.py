@@ -107,3 +107,18 @@ def test_true_final_state_is_normalised_like_the_others(tmp_path: Path) -> None:
     assert normalizer._count == count  # noqa: SLF001
     # without a final_info (vector envs, the plugin's own tasks) OmniSafe's value stands
     assert torch.equal(env._true_final_obs({'final_observation': torch.ones(1, 3)}, 0), torch.ones(3))  # noqa: SLF001
+
+
+@pytest.mark.parametrize(('algo', 'expected'), [('SACALaM', 'both'), ('SACFPI', 'first')])
+def test_realised_risk_matches_each_algorithms_risk_signal(tmp_path: Path, algo: str, expected: str) -> None:
+    """F_hat is calibrated against the discounted (indicator) cost, FPI's CDF G against gamma^T
+    of the first violation: costs 0, 0.5, 0, 2.0 give g + g^3 and g (g = 0.99)."""
+    inner = build_algo(algo, tmp_path, fill=1)
+    env = inner._env  # noqa: SLF001
+    env._reset_log()  # noqa: SLF001
+    for cost in (0.0, 0.5, 0.0, 2.0):
+        env._log_value(reward=torch.zeros(1), cost=torch.tensor([cost]), info={})  # noqa: SLF001
+    g = inner._cfgs.algo_cfgs.gamma  # noqa: SLF001
+    want = g + g**3 if expected == 'both' else g
+    assert float(env._ep_disc_cost[0]) == pytest.approx(want)  # noqa: SLF001
+    assert float(env._ep_unsafe[0]) == 2.0  # noqa: SLF001

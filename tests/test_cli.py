@@ -87,7 +87,7 @@ def test_omnisafe_eval_of_the_saved_run(sacalam_run: Path) -> None:
     assert out.stdout.count('Average episode reward') == len(checkpoints)
 
 
-@pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC'])
+@pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI'])
 def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> None:
     out = run_cli(cli_tiny_args(algo) + ['--log-dir', str(tmp_path)], cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -98,6 +98,11 @@ def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> Non
         assert 'Metrics/LagrangeMultiplier' in progress.columns
     if algo == 'SACLagNet':
         assert (progress['Metrics/Rho'] == 1.0).all()  # no penalty schedule
+    if algo == 'SACFPI':
+        # its CDF critics fill OmniSafe's cost-critic slot; G in [0, 1] after a first epoch
+        assert {'Metrics/FeasibleFrac', 'Metrics/BarrierWeight', 'Value/G_hat'} <= set(progress.columns)
+        assert 'Metrics/MultiplierMean' not in progress.columns
+        assert progress['Loss/Loss_cost_critic'].iloc[-1] > 0
 
 
 def test_two_vector_envs_do_not_hang(tmp_path: Path) -> None:

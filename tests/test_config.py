@@ -22,10 +22,41 @@ def test_defaults_are_valid_and_table_i(alam: dict) -> None:
 
 
 def test_all_variants_share_one_key_group() -> None:
-    groups = {algo: load_defaults(algo) for algo in PLUGIN_ALGORITHMS}
+    groups = {algo: load_defaults(algo) for algo in PLUGIN_ALGORITHMS if algo != 'SACFPI'}
     reference = groups['SACALaM']
     for algo, cfgs in groups.items():
         assert cfgs == reference, f'{algo}.yaml drifted from SACALaM.yaml'
+
+
+@pytest.mark.parametrize('env_id', [None, 'StatewiseLimit-v0', 'StatewiseBraking-v0', 'StatewiseDetour-v0'])
+def test_sacfpi_shares_the_sac_backbone_and_only_swaps_the_safety_group(env_id: str | None) -> None:
+    """Same SAC backbone (and task sections) as the family, so comparisons differ only in the
+    safety mechanism; fpi_cfgs instead of alam_cfgs, at the reference code's p_f and t."""
+    fpi = load_defaults('SACFPI', env_id).todict()
+    alam = load_defaults('SACALaM', env_id).todict()
+    assert fpi.pop('fpi_cfgs') == {'p_f': 0.1, 'barrier_t': 0.1, 'calibration_window': 50}
+    alam.pop('alam_cfgs')
+    assert fpi == alam
+
+
+def test_fpi_cfgs_are_checked_and_the_groups_do_not_mix() -> None:
+    from omnisafe_alam.config import validate_fpi_cfgs, validate_run_cfgs
+
+    fpi = load_defaults('SACFPI')
+    fpi['algo'] = 'SACFPI'
+    validate_run_cfgs(fpi)  # the defaults pass
+    for key, value, named in [('p_f', 1.5, 'fpi_cfgs.p_f'), ('barrier_t', 0, 'fpi_cfgs.barrier_t'), ('p_f', 'x', 'fpi_cfgs.p_f')]:
+        bad = copy.deepcopy(fpi.fpi_cfgs.todict())
+        bad[key] = value
+        with pytest.raises(AlamConfigError, match=named):
+            validate_fpi_cfgs(bad)
+    with pytest.raises(AlamConfigError, match='unknown key.*pf'):
+        validate_fpi_cfgs({**fpi.fpi_cfgs.todict(), 'pf': 0.1})
+    mixed = load_defaults('SACFPI')
+    mixed['algo'] = 'SACFPI'
+    mixed['alam_cfgs'] = load_defaults('SACALaM').alam_cfgs
+    with pytest.raises(AlamConfigError, match='alam_cfgs does not apply to SACFPI'):
+        validate_run_cfgs(mixed)
 
 
 def test_cli_strings_are_coerced(alam: dict) -> None:

@@ -196,3 +196,60 @@ def test_cost_critic_softplus_head_is_nonnegative_and_wraps_the_linear_twins() -
     assert torch.allclose(head(obs, act)[0], torch.full((32,), 0.048587), atol=1e-6)
     with pytest.raises(ValueError, match='cost critic output'):
         build_cost_critic(obs_space, act_space, [8], 'relu', 'kaiming_uniform', 'tanh')
+
+
+# ------------------------------------------------------------------ SAC-FPI (arXiv 2304.08845)
+
+
+def test_fpi_cdf_target_by_hand() -> None:
+    # gamma 0.9; next G twins (rows critics): [0.5, 0.3, 0.9, 1.4] and [0.7, 0.1, 0.2, -0.2]
+    # s0: no cost, not done: 0.9 * max(0.5, 0.7) = 0.63
+    # s1: cost 2.0 > 0 counts as 1 and ends the recursion: 1
+    # s2: terminal, no cost: 0
+    # s3: max 1.4 is clipped to 1: 0.9 * 1 = 0.9
+    out = F.fpi_cdf_target(T([0.0, 2.0, 0.0, 0.0]), T([0.0, 0.0, 1.0, 0.0]), T([[0.5, 0.3, 0.9, 1.4], [0.7, 0.1, 0.2, -0.2]]), 0.9)
+    assert torch.allclose(out, T([0.63, 1.0, 0.0, 0.9]))
+    # negative twins clip to 0 from below: 0.9 * clip(max(-0.3, -0.1), 0, 1) = 0
+    assert float(F.fpi_cdf_target(T([0.0]), T([0.0]), T([[-0.3], [-0.1]]), 0.9)) == 0.0
+    with pytest.raises(ValueError, match='N, B'):
+        F.fpi_cdf_target(T([0.0]), T([0.0]), T([0.5]), 0.9)
+
+
+def test_fpi_barrier_weight_by_hand() -> None:
+    # p_f 0.1, t 0.5: h = clip(G - 0.1, -0.1, -1e-6), b = 0.5 (-1/h - 10)
+    # G = -0.2: h = -0.1 (clipped), b = 0.5 (10 - 10) = 0
+    # G = 0.05: h = -0.05, b = 0.5 (20 - 10) = 5
+    # G = 0.3: h = -1e-6 (clipped), b = 0.5 (1e6 - 10) = 499995
+    g = T([-0.2, 0.05, 0.3], dtype=torch.float64)
+    h, b = F.fpi_barrier_weight(g, 0.1, 0.5)
+    assert torch.allclose(h, T([-0.1, -0.05, -1e-6], dtype=torch.float64))
+    assert torch.allclose(b, T([0.0, 5.0, 499995.0], dtype=torch.float64))
+
+
+def test_fpi_policy_loss_value_and_gradients_by_hand() -> None:
+    # p_f 0.1, t 0.5, alpha 0.1, B = 4; feasible iff G - 0.1 < -1e-6: [yes, yes, no, no]
+    # feasible terms (-Q + b h) / (1 + b): s0 (-1 + 0)/1 = -1; s1 (-2 + 5 (-0.05))/6 = -0.375
+    # entropy alpha log pi: -0.1 - 0.1 - 0.2 - 0.2 = -0.6
+    # feasible part (-1 - 0.375 - 0.6)/4 = -0.49375; infeasible part (0.1 + 0.3)/4 = 0.1
+    q = T([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
+    g = T([-0.2, 0.05, 0.1, 0.3], dtype=torch.float64, requires_grad=True)
+    logp = T([-1.0, -1.0, -2.0, -2.0], dtype=torch.float64, requires_grad=True)
+    loss, stats = F.fpi_policy_loss(q, g, logp, 0.1, 0.1, 0.5)
+    assert math.isclose(loss.item(), -0.39375, rel_tol=1e-12)
+    assert stats['feasible'].tolist() == [True, True, False, False]
+    # barrier statistic: mean of b / (1 + b) over feasible states: (0 + 5/6)/2
+    assert math.isclose(float(stats['barrier']), 5 / 12, rel_tol=1e-12)
+    loss.backward()
+    # dL/dQ = -1/(1+b)/B on feasible states only: [-1/4, -1/24, 0, 0]
+    assert torch.allclose(q.grad, T([-0.25, -1 / 24, 0.0, 0.0], dtype=torch.float64))
+    # dL/dG: s0 is clipped (no gradient), s1 b/(1+b)/B = 5/24 (b held constant),
+    # infeasible s2, s3: 1/B = 0.25 (they only decrease G)
+    assert torch.allclose(g.grad, T([0.0, 5 / 24, 0.25, 0.25], dtype=torch.float64))
+    # dL/dlog pi = alpha / B everywhere
+    assert torch.allclose(logp.grad, torch.full((4,), 0.025, dtype=torch.float64))
+
+
+def test_fpi_policy_loss_without_feasible_states_has_zero_barrier_statistic() -> None:
+    loss, stats = F.fpi_policy_loss(T([1.0]), T([0.5]), T([0.0]), 0.2, 0.1, 1.0)
+    # infeasible only: G / B = 0.5, alpha log pi = 0
+    assert float(loss) == 0.5 and float(stats['barrier']) == 0.0

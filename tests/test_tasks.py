@@ -143,6 +143,15 @@ def test_monte_carlo_f_by_hand() -> None:
     # [1, 2] for t = 9..18; the episode terminates at x >= 3 (t = 29), so F = (g^9 - g^19) / (1 - g)
     ahead = monte_carlo_f(D.StatewiseDetourEnv, lambda s: torch.zeros(len(s), 1), torch.tensor([[0.025, 0.0]]), g)
     assert float(ahead) == pytest.approx((g**9 - g**19) / (1 - g), rel=1e-5)
+    # SAC-FPI's CDF of the same rollouts: only the first violation counts, decayed by its step
+    first = monte_carlo_f(D.StatewiseDetourEnv, lambda s: torch.zeros(len(s), 1), torch.tensor([[0.025, 0.0]]), g, kind='first_cost_decay')
+    assert float(first) == pytest.approx(g**9, rel=1e-6)
+    first = monte_carlo_f(B.StatewiseBrakingEnv, lambda s: torch.ones(len(s), 1), start, g, kind='first_cost_decay')
+    assert float(first) == pytest.approx(g**13, rel=1e-6)
+    # a policy that never violates: 0 under both
+    assert float(monte_carlo_f(B.StatewiseBrakingEnv, lambda s: -torch.ones(len(s), 1), start, g, kind='first_cost_decay')) == 0.0
+    with pytest.raises(ValueError, match='first_cost_decay'):
+        monte_carlo_f(B.StatewiseBrakingEnv, lambda s: -torch.ones(len(s), 1), start, g, kind='cdf')
 
 
 # ------------------------------------------------------------------ short training, each task

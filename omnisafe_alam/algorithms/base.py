@@ -1,4 +1,10 @@
-"""What the state-wise SAC variants share: twin pessimistic cost critics, F-hat, the dual cycle."""
+"""What the plugin's algorithms share.
+
+:class:`StatewiseOffPolicy`: the fixed off-policy adapter, config validation before anything is
+built, risk calibration and a final checkpoint (every algorithm, SAC-FPI included).
+:class:`StatewiseSAC`: the Lagrangian family on top of it: twin cost critics, ``F_hat``, the
+multiplier and the dual cycle.
+"""
 
 from __future__ import annotations
 
@@ -18,45 +24,20 @@ from omnisafe_alam.config import validate_run_cfgs
 from omnisafe_alam.models import DualState, MultiplierNet, StatewiseActorQCritic
 from omnisafe_alam.registration import load_defaults
 
-__all__ = ['StatewiseSAC']
+__all__ = ['StatewiseOffPolicy', 'StatewiseSAC']
 
 #: multiplier quantiles logged after every dual cycle
 _QUANTILES = (0.1, 0.5, 0.9)
 _QUANTILE_NAMES = ('Q10', 'Q50', 'Q90')
 
 
-class StatewiseSAC(SAC):
-    r"""Base of SAC-ALaM, SAC-ALaM-GA, SAC-LagNet and ASAC (not registered itself).
+class StatewiseOffPolicy(SAC):
+    """SAC with the plugin's adapter and checks; a subclass says what its risk signal is.
 
-    Deliberate departures from OmniSafe's :class:`SAC` (the paper, Sec. V):
-
-    - **Twin cost critics**, trained toward
-      :math:`y_\psi = c + \gamma(1-d)\min\{\mathrm{comb}_\beta(\bar Q^c_{\psi_1}, \bar Q^c_{\psi_2})(x', a'),
-      c_{\max}/(1-\gamma)\}`, :math:`a' \sim \pi(\cdot|x')`: :math:`\beta = 1` is the paper's max,
-      the default :math:`\beta = 0` their mean (``alam_cfgs.cost_target_pessimism``, see
-      docs/algorithms.md); ``F_hat`` always takes the max. OmniSafe has one cost critic and a
-      deterministic next action.
-    - The cost is the raw environment cost (``cost_normalize`` must be false), optionally
-      clipped to the indicator :math:`\mathbf 1[c > 0]` (``alam_cfgs.cost_indicator``).
-    - The policy loss is SAC's plus a variant-specific constraint penalty on
-      :math:`g(x) = \hat F(x) - d` (see :meth:`_penalty`).
-    - Every ``m_lambda`` policy steps, a dual cycle: ``n_dual`` multiplier steps
-      (:meth:`_update_multiplier`), then the penalty schedule if the variant uses one.
-
-    A variant defines :meth:`_penalty` and :meth:`_multiplier_loss` (or overrides
-    :meth:`_update_multiplier`), and sets :attr:`_uses_penalty_schedule`.
+    Subclasses implement :meth:`_risk_settings` (the estimate scored at episode starts and the
+    realised quantity it is compared with, see :meth:`StatewiseOffPolicyAdapter.configure_risk`).
     """
 
-    #: whether rho follows the schedule of Sec. III-D after each dual cycle
-    _uses_penalty_schedule: bool = True
-    #: whether the variant has a state-wise multiplier network (False for ASAC)
-    _statewise: bool = True
-
-    _actor_critic: StatewiseActorQCritic
-    _dual: DualState
-    _multiplier_optimizer: optim.Optimizer | None
-
-    # ------------------------------------------------------------------ set-up
     def _init_env(self) -> None:
         """Validate the plugin's config, then build the fixed adapter (see its doc)."""
         validate_run_cfgs(self._cfgs, load_defaults(self._cfgs.algo, self._env_id))
@@ -93,6 +74,58 @@ class StatewiseSAC(SAC):
         self._samples_per_epoch = self._steps_per_epoch // self._update_cycle
         self._update_count = 0
 
+    def _init(self) -> None:
+        super()._init()
+        self._env.configure_risk(**self._risk_settings())
+
+    def _risk_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`StatewiseOffPolicyAdapter.configure_risk`."""
+        raise NotImplementedError
+
+    def learn(self) -> tuple[float, float, float]:
+        """OmniSafe's training loop, then a checkpoint of the final policy.
+
+        OmniSafe saves only every ``save_model_freq`` epochs, so a run shorter than that would
+        keep nothing but the untrained epoch-0 policy.
+        """
+        result = super().learn()
+        if self._epochs % self._cfgs.logger_cfgs.save_model_freq:
+            self._logger.torch_save()
+        return result
+
+
+class StatewiseSAC(StatewiseOffPolicy):
+    r"""Base of SAC-ALaM, SAC-ALaM-GA, SAC-LagNet and ASAC (not registered itself).
+
+    Deliberate departures from OmniSafe's :class:`SAC` (the paper, Sec. V):
+
+    - **Twin cost critics**, trained toward
+      :math:`y_\psi = c + \gamma(1-d)\min\{\mathrm{comb}_\beta(\bar Q^c_{\psi_1}, \bar Q^c_{\psi_2})(x', a'),
+      c_{\max}/(1-\gamma)\}`, :math:`a' \sim \pi(\cdot|x')`: :math:`\beta = 1` is the paper's max,
+      the default :math:`\beta = 0` their mean (``alam_cfgs.cost_target_pessimism``, see
+      docs/algorithms.md); ``F_hat`` always takes the max. OmniSafe has one cost critic and a
+      deterministic next action.
+    - The cost is the raw environment cost (``cost_normalize`` must be false), optionally
+      clipped to the indicator :math:`\mathbf 1[c > 0]` (``alam_cfgs.cost_indicator``).
+    - The policy loss is SAC's plus a variant-specific constraint penalty on
+      :math:`g(x) = \hat F(x) - d` (see :meth:`_penalty`).
+    - Every ``m_lambda`` policy steps, a dual cycle: ``n_dual`` multiplier steps
+      (:meth:`_update_multiplier`), then the penalty schedule if the variant uses one.
+
+    A variant defines :meth:`_penalty` and :meth:`_multiplier_loss` (or overrides
+    :meth:`_update_multiplier`), and sets :attr:`_uses_penalty_schedule`.
+    """
+
+    #: whether rho follows the schedule of Sec. III-D after each dual cycle
+    _uses_penalty_schedule: bool = True
+    #: whether the variant has a state-wise multiplier network (False for ASAC)
+    _statewise: bool = True
+
+    _actor_critic: StatewiseActorQCritic
+    _dual: DualState
+    _multiplier_optimizer: optim.Optimizer | None
+
+    # ------------------------------------------------------------------ set-up
     def _init_model(self) -> None:
         self._cfgs.model_cfgs.critic['num_critics'] = 2
         alam = self._cfgs.alam_cfgs
@@ -134,7 +167,15 @@ class StatewiseSAC(SAC):
             'Metrics/FeasibleFrac': 0.0,
             **{f'Metrics/Multiplier{name}': 0.0 for name in _QUANTILE_NAMES},
         }
-        self._env.risk_fn = self._f_hat_no_grad
+
+    def _risk_settings(self) -> dict[str, Any]:
+        alam = self._cfgs.alam_cfgs
+        return {
+            'risk_fn': self._f_hat_no_grad,
+            'kind': 'discounted_cost',
+            'indicator': alam.cost_indicator,
+            'window': alam.calibration_window,
+        }
 
     def _init_log(self) -> None:
         """Register the state-wise keys beside OmniSafe's SAC keys.
@@ -189,17 +230,6 @@ class StatewiseSAC(SAC):
             *CALIBRATION_KEYS,
         ):
             self._logger.register_key(key)
-
-    def learn(self) -> tuple[float, float, float]:
-        """OmniSafe's training loop, then a checkpoint of the final policy.
-
-        OmniSafe saves only every ``save_model_freq`` epochs, so a run shorter than that would
-        keep nothing but the untrained epoch-0 policy.
-        """
-        result = super().learn()
-        if self._epochs % self._cfgs.logger_cfgs.save_model_freq:
-            self._logger.torch_save()
-        return result
 
     # ------------------------------------------------------------ estimates
     @property
