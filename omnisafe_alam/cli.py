@@ -1,7 +1,7 @@
 """``omnisafe-alam`` / ``python -m omnisafe_alam``: OmniSafe's CLI with the plugin registered.
 
 Every ``omnisafe`` sub-command (train, benchmark, eval, analyze-grid, ...) is available as is,
-plus the plugin's own: ``install-hook`` / ``uninstall-hook``.
+plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``.
 """
 
 from __future__ import annotations
@@ -90,6 +90,20 @@ def riskmap_command(
         checkpoint=checkpoint,
     )
     typer.echo(f'wrote {path}')
+
+
+@app.command('bench')
+def bench_command(
+    algos: list[str] = typer.Option(['SACLag', 'SACALaM', 'SACLagNet'], help='algorithms (repeat)'),
+    widths: list[int] = typer.Option([64, 256], help='hidden layer widths (repeat)'),
+    device: list[str] = typer.Option(None, help='devices (repeat; default: cpu, and cuda:0 when present)'),
+    threads: int = typer.Option(2, help='torch threads'),
+    steps: int = typer.Option(200, help='timed steps per measurement'),
+) -> None:
+    """Gradient and env steps/s against OmniSafe's SACLag, with GFLOP/s against a matmul."""
+    from omnisafe_alam.bench import bench, format_table
+
+    typer.echo(format_table(bench(algos, widths, device or None, threads, steps)))
 
 
 def main() -> None:

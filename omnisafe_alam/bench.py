@@ -1,0 +1,189 @@
+"""Speed benchmark: the plugin's algorithms against OmniSafe's SACLag, in one run, same machine.
+
+For every algorithm, network width and device it builds the algorithm exactly as ``omnisafe
+train`` does (``omnisafe.Agent``), fills the replay buffer with random steps, and measures
+
+- **gradient steps/s**: ``_update()`` (one batch: critics, actor, alpha, dual cycles at their
+  cadence, Polyak), after a few untimed warm-up steps;
+- **env steps/s**: one policy step in the environment plus one ``_update()``, OmniSafe's
+  training loop at ``update_cycle = update_iters = 1`` without the per-epoch logging;
+- **GFLOP per gradient step**, counted by ``torch.utils.flop_counter`` on one ``_update()``, and
+  the achieved GFLOP/s; against it, a float32 ``(2560 x W) @ (W x W)`` matmul measured in the
+  same run (the ceiling of dense arithmetic at that width on this device).
+
+Ratios are to SACLag at the same width and device. ``torch.cuda.synchronize()`` brackets every
+timed block on CUDA.
+
+    omnisafe-alam bench --algos SACLag SACALaM SACLagNet --widths 64 256 --steps 200
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ['BenchRow', 'bench', 'bench_algo', 'format_table', 'matmul_gflops']
+
+ENV_ID = 'SafetyPointGoal1-v0'
+
+
+@dataclass
+class BenchRow:
+    """One algorithm at one width on one device."""
+
+    algo: str
+    width: int
+    device: str
+    grad_steps_per_s: float
+    env_steps_per_s: float
+    gflop_per_step: float
+    gflops: float
+    matmul_gflops: float
+    ratio_grad: float = float('nan')
+    ratio_env: float = float('nan')
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(width: int, device: str, batch: int = 2560, repeats: int = 50) -> float:
+    """Achieved GFLOP/s of a float32 ``(batch x width) @ (width x width)`` matmul."""
+    a = torch.randn(batch, width, device=device)
+    b = torch.randn(width, width, device=device)
+    for _ in range(5):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return 2.0 * batch * width * width / seconds / 1e9
+
+
+def _build(algo: str, width: int, device: str, threads: int, log_dir: str, fill: int) -> Any:
+    import omnisafe
+
+    import omnisafe_alam
+
+    cfgs: dict[str, Any] = {
+        'seed': 0,
+        'train_cfgs': {'device': device, 'torch_threads': threads, 'total_steps': 2000},
+        'algo_cfgs': {'steps_per_epoch': 1000, 'start_learning_steps': 0, 'warmup_epochs': 0},
+        'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False},
+        'model_cfgs': {'actor': {'hidden_sizes': [width, width]}, 'critic': {'hidden_sizes': [width, width]}},
+    }
+    if algo in omnisafe_alam.PLUGIN_ALGORITHMS and algo != 'SACFPI':
+        cfgs['alam_cfgs'] = {'multiplier_hidden_sizes': [width, width]}
+    inner = omnisafe.Agent(algo, ENV_ID, custom_cfgs=cfgs).agent
+    inner._env.rollout(  # noqa: SLF001
+        rollout_step=fill,
+        agent=inner._actor_critic,  # noqa: SLF001
+        buffer=inner._buf,  # noqa: SLF001
+        logger=inner._logger,  # noqa: SLF001
+        use_rand_action=True,
+    )
+    inner._epoch = 1  # noqa: SLF001  (past every warm-up gate)
+    return inner
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    import io
+    import sys
+
+    saved = sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def bench_algo(algo: str, width: int, device: str, threads: int = 2, steps: int = 200, fill: int = 1000) -> BenchRow:
+    """Measure one algorithm at one width on one device (see module doc)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with tempfile.TemporaryDirectory() as log_dir, _quiet():
+        inner = _build(algo, width, device, threads, log_dir, fill)
+        env, agent, buf, logger = inner._env, inner._actor_critic, inner._buf, inner._logger  # noqa: SLF001
+        for _ in range(10):  # warm-up: allocator, first Adam steps, lazy inits
+            inner._update()  # noqa: SLF001
+        with FlopCounterMode(display=False) as counter:
+            inner._update()  # noqa: SLF001
+        flop = counter.get_total_flops()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            inner._update()  # noqa: SLF001
+        _sync(device)
+        grad_seconds = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.rollout(rollout_step=1, agent=agent, buffer=buf, logger=logger, use_rand_action=False)
+            inner._update()  # noqa: SLF001
+        _sync(device)
+        env_seconds = (time.perf_counter() - start) / steps
+        env.close()
+    return BenchRow(
+        algo=algo,
+        width=width,
+        device=device,
+        grad_steps_per_s=1.0 / grad_seconds,
+        env_steps_per_s=1.0 / env_seconds,
+        gflop_per_step=flop / 1e9,
+        gflops=flop / 1e9 / grad_seconds,
+        matmul_gflops=matmul_gflops(width, device),
+    )
+
+
+def bench(
+    algos: list[str],
+    widths: list[int],
+    devices: list[str] | None = None,
+    threads: int = 2,
+    steps: int = 200,
+) -> list[BenchRow]:
+    """Every algorithm at every width on every device (``cuda`` added when present); ratios to
+    SACLag at the same width and device."""
+    if devices is None:
+        devices = ['cpu'] + (['cuda:0'] if torch.cuda.is_available() else [])
+    rows = [bench_algo(a, w, dev, threads, steps) for dev in devices for w in widths for a in algos]
+    for row in rows:
+        ref = next((r for r in rows if r.algo == 'SACLag' and r.width == row.width and r.device == row.device), None)
+        if ref is not None:
+            row.ratio_grad = row.grad_steps_per_s / ref.grad_steps_per_s
+            row.ratio_env = row.env_steps_per_s / ref.env_steps_per_s
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """A markdown table of the rows, with the machine in a header line."""
+    threads = torch.get_num_threads()
+    head = (
+        f'torch {torch.__version__}, {platform.processor() or platform.machine()}, '
+        f'{threads} torch threads'
+        + (f', {torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else '')
+    )
+    lines = [
+        head,
+        '',
+        '| algo | width | device | grad steps/s | env steps/s | vs SACLag (grad / env) | GFLOP/step | GFLOP/s | matmul GFLOP/s |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        d = asdict(r)
+        lines.append(
+            f"| {d['algo']} | {d['width']} | {d['device']} | {d['grad_steps_per_s']:.1f} | {d['env_steps_per_s']:.1f} | "
+            f"{d['ratio_grad']:.2f} / {d['ratio_env']:.2f} | {d['gflop_per_step']:.3f} | {d['gflops']:.1f} | "
+            f"{d['matmul_gflops']:.1f} |",
+        )
+    return '\n'.join(lines)

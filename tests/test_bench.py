@@ -1,0 +1,21 @@
+"""The speed benchmark measures what it says (numbers only on a tiny config: CI is no timing rig)."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnisafe_alam.bench import bench, format_table
+
+
+def test_bench_rows_ratios_and_flop_counts() -> None:
+    rows = bench(['SACLag', 'SACALaM'], [16], ['cpu'], threads=1, steps=3)
+    saclag, sacalam = rows
+    assert (saclag.algo, sacalam.algo) == ('SACLag', 'SACALaM')
+    assert saclag.ratio_grad == 1.0 and saclag.ratio_env == 1.0
+    assert sacalam.ratio_grad == pytest.approx(sacalam.grad_steps_per_s / saclag.grad_steps_per_s)
+    # SACALaM does strictly more arithmetic per step: twin cost critics on K=5 policy samples,
+    # a second critic pair, the multiplier network (counted by torch's flop counter)
+    assert sacalam.gflop_per_step > 2 * saclag.gflop_per_step > 0
+    table = format_table(rows)
+    assert '| SACALaM | 16 | cpu |' in table and 'matmul GFLOP/s' in table
+
