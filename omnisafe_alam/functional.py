@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-def f_hat(q_c: torch.Tensor) -> torch.Tensor:
+def f_hat(q_c: torch.Tensor, pessimism: float = 1.0) -> torch.Tensor:
     r"""Monte Carlo estimate of the feasibility function at each state (Sec. V).
 
     .. math::
@@ -47,17 +47,21 @@ def f_hat(q_c: torch.Tensor) -> torch.Tensor:
         \qquad a_k \sim \pi_\theta(\cdot | x)
 
     The max over the twin cost critics is the pessimistic (risk-averse) counterpart of the
-    clipped double-Q trick.
+    clipped double-Q trick. ``pessimism`` :math:`\beta < 1` replaces it by
+    :func:`combine_twins` (``0``: the twins' mean), ``alam_cfgs.f_hat_pessimism``.
 
     Args:
         q_c: cost values of shape ``(N, K, B)``: critic ``i`` at action sample ``k`` for state ``b``.
+        pessimism: :math:`\beta` in ``[0, 1]``; 1 (the paper's max) by default.
 
     Returns:
         ``F_hat`` of shape ``(B,)``.
     """
     if q_c.dim() != 3:
         raise ValueError(f'q_c must have shape (N, K, B), got {tuple(q_c.shape)}')
-    return q_c.max(dim=0).values.mean(dim=0)
+    if pessimism == 1.0:
+        return q_c.max(dim=0).values.mean(dim=0)
+    return combine_twins(q_c, pessimism).mean(dim=0)
 
 
 def combine_twins(q: torch.Tensor, pessimism: float) -> torch.Tensor:

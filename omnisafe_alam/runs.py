@@ -84,7 +84,9 @@ class LoadedRun:
         with torch.no_grad():
             actions = self.actor(obs).sample((k,))
             q_c = self.cost_critic(obs.expand(k, *obs.shape), actions)
-            return F.f_hat(torch.stack(q_c))
+            # runs saved before the key existed used the paper's max
+            pessimism = float(self.cfgs.get('alam_cfgs', {}).get('f_hat_pessimism', 1.0))
+            return F.f_hat(torch.stack(q_c), pessimism)
 
 
     @property

@@ -22,6 +22,15 @@ def test_f_hat_is_mean_over_k_of_max_over_twin_critics() -> None:
     assert torch.allclose(F.f_hat(q_c), T([2.5, 1.5]))
 
 
+def test_f_hat_pessimism_blends_mean_and_max_of_the_twins() -> None:
+    # same values as above; twins' mean per (k, state): [[1.5, 1.5], [2, 0.5]] -> over k [1.75, 1.0]
+    # beta 0.5: halfway between mean and max per (k, state): [[1.75, 1.75], [2.5, 0.75]] -> [2.125, 1.25]
+    q_c = T([[[1.0, 2.0], [3.0, 0.0]], [[2.0, 1.0], [1.0, 1.0]]])
+    assert torch.allclose(F.f_hat(q_c, 0.0), T([1.75, 1.0]))
+    assert torch.allclose(F.f_hat(q_c, 0.5), T([2.125, 1.25]))
+    assert torch.allclose(F.f_hat(q_c, 1.0), T([2.5, 1.5]))
+
+
 def test_f_hat_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError, match='N, K, B'):
         F.f_hat(torch.zeros(2, 3))

@@ -89,13 +89,15 @@ def test_dual_cycles_track_the_projected_iterate_without_rl(tmp_path: Path) -> N
         rho = float(algo._dual.rho)
         with torch.no_grad():
             expected = F.dual_target(net(grid), field(grid), rho, algo._cfgs.alam_cfgs.multiplier_max)
-        algo._dual_cycle(algo._buf.sample_batch()['obs'])
+        batch = algo._buf.sample_batch()['obs']
+        with torch.no_grad():  # v^k on the cycle's batch with lambda^k, *before* the update
+            v = F.violation_metric(net(batch), field(batch), rho)
+        algo._dual_cycle(batch)
         with torch.no_grad():
             got = net(grid)
         error = (got - expected).abs().mean() / expected.abs().mean()
         assert error < 0.05, f'cycle {_cycle}: relative error {error:.3f}'
-        # the schedule, recomputed from the logged violation metric
-        v = algo._dual_stats['Metrics/Violation']
+        assert algo._dual_stats['Metrics/Violation'] == pytest.approx(v, rel=1e-6)
         assert float(algo._dual.rho) == pytest.approx(F.penalty_step(rho, v, 1.5, 3.0))
         rho_seen.append(float(algo._dual.rho))
     # where g < 0 the iterate reaches the projected fixed point 0 (softplus: within 0.05)

@@ -247,7 +247,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         alam = self._cfgs.alam_cfgs
         actions = self._f_actions(obs)  # (K, B, A)
         q_c = self._actor_critic.cost_critic(obs.expand(actions.shape[0], *obs.shape), actions)
-        return F.f_hat(torch.stack(q_c)) - alam.d
+        return F.f_hat(torch.stack(q_c), alam.f_hat_pessimism) - alam.d
 
     def _f_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """Actions at which ``F`` is evaluated: ``(K, B, A)`` policy samples, or ``(1, B, A)`` means."""

@@ -1,0 +1,149 @@
+"""The algorithm's own update code pinned to hand-computed values on tiny fixed networks.
+
+``test_functional.py`` checks the formulas; these check that the class assembles them: the
+cost-critic step, the K-sample F_hat, the policy loss, the Polyak step and the dual cadence run
+through ``SACALaM``'s real methods, with its networks replaced by linear "twins" whose weights
+are set by hand (state and action are 1-D on ``StatewiseLimit-v0``), so every number below
+follows from a few multiplications written in the comments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import build_algo
+
+LIMIT = 'StatewiseLimit-v0'
+T = torch.tensor
+
+
+class LinearTwin(nn.Module):
+    """``q_i(x, a) = w_i0 x + w_i1 a + b_i`` for i = 1, 2 (OmniSafe's critic interface)."""
+
+    def __init__(self, weight: list[list[float]], bias: list[float]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(T(weight))
+        self.bias = nn.Parameter(T(bias))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> list[torch.Tensor]:
+        inp = torch.cat([obs, act], dim=-1)
+        return [inp @ self.weight[i] + self.bias[i] for i in range(2)]
+
+
+@pytest.fixture()
+def algo(tmp_path: Path):  # noqa: ANN201
+    inner = build_algo('SACALaM', tmp_path, fill=1, env_id=LIMIT, alam_cfgs={'m_lambda': 10, 'cost_indicator': True})
+    ac = inner._actor_critic
+    ac.cost_critic = LinearTwin([[1.0, 2.0], [0.5, -1.0]], [0.0, 0.1])
+    ac.target_cost_critic = LinearTwin([[0.2, 0.4], [0.6, 0.0]], [0.1, 0.3]).requires_grad_(False)
+    ac.cost_critic_optimizer = torch.optim.SGD(ac.cost_critic.parameters(), lr=0.1)
+    return inner
+
+
+def test_cost_critic_step_by_hand(algo) -> None:  # noqa: ANN001
+    """Target, loss and SGD step of ``_update_cost_critic`` (indicator cost, twins' mean target)."""
+    # next actions a' (one sample per state): 0.5 and -1
+    algo._f_actions = lambda obs: T([[[0.5], [-1.0]]])  # noqa: SLF001
+    obs, act = T([[0.5], [-1.0]]), T([[0.2], [1.0]])
+    cost, done, next_obs = T([0.0, 0.3]), T([0.0, 1.0]), T([[1.0], [0.0]])
+    # target critics at (x', a'): state 1 (1, 0.5): 0.2 + 0.2 + 0.1 = 0.5 and 0.6 + 0.3 = 0.9,
+    # mean 0.7; state 2 is terminal. Indicator costs [0, 1]:
+    # y = [0 + 0.99 * 0.7, 1 + 0] = [0.693, 1]
+    # critics at (x, a): q1 = [0.5 + 0.4, -1 + 2] = [0.9, 1.0]; q2 = [0.25 - 0.2 + 0.1, -0.5 - 1 + 0.1]
+    # = [0.15, -1.4]
+    # loss = mean((q1 - y)^2) + mean((q2 - y)^2)
+    #      = (0.207^2 + 0) / 2 + (0.543^2 + 2.4^2) / 2 = 0.0214245 + 3.0274245 = 3.048849
+    algo._update_cost_critic(obs, act, cost, done, next_obs)  # noqa: SLF001
+    stored = algo._logger._data['Loss/Loss_cost_critic'][-1]  # noqa: SLF001
+    assert stored == pytest.approx(3.048849, rel=1e-5)
+    # gradients (B = 2): dL/dw_1 = (q1 - y) . [x, a] = 0.207 * [0.5, 0.2] + 0 = [0.1035, 0.0414]
+    # dL/db_1 = 0.207; dL/dw_2 = -0.543 * [0.5, 0.2] + (-2.4) * [-1, 1] = [2.1285, -2.5086]
+    # dL/db_2 = -0.543 - 2.4 = -2.943; SGD lr 0.1 (norm 4.5 < 40: no clipping)
+    net = algo._actor_critic.cost_critic  # noqa: SLF001
+    assert torch.allclose(net.weight, T([[1 - 0.01035, 2 - 0.00414], [0.5 - 0.21285, -1 + 0.25086]]), atol=1e-6)
+    assert torch.allclose(net.bias, T([0 - 0.0207, 0.1 + 0.2943]), atol=1e-6)
+
+
+def test_k_sample_f_hat_by_hand(algo) -> None:  # noqa: ANN001
+    """``_residual``: mean over the K actions of the twins' max (paper), minus d."""
+    algo._cfgs.alam_cfgs.f_hat_pessimism = 1.0  # noqa: SLF001
+    # K = 3 actions for one state x = 0.5: -1, 0, 1
+    algo._f_actions = lambda obs: T([[[-1.0]], [[0.0]], [[1.0]]])  # noqa: SLF001
+    # q1 = 0.5 + 2a = [-1.5, 0.5, 2.5]; q2 = 0.25 - a + 0.1 = [1.35, 0.35, -0.65]
+    # max = [1.35, 0.5, 2.5], mean 4.35 / 3 = 1.45; g = 1.45 - d (0.1) = 1.35
+    g = algo._residual(T([[0.5]]))  # noqa: SLF001
+    assert torch.allclose(g, T([1.35]), atol=1e-6)
+    algo._cfgs.alam_cfgs.f_hat_pessimism = 0.0  # noqa: SLF001
+    # twins' mean = [-0.075, 0.425, 0.925], mean 0.425; g = 0.325
+    assert torch.allclose(algo._residual(T([[0.5]])), T([0.325]), atol=1e-6)  # noqa: SLF001
+
+
+class _FixedActor(nn.Module):
+    """Actor stand-in: fixed actions and log-probabilities, gradient through a scale ``s``."""
+
+    def __init__(self, actions: list[float], log_probs: list[float]) -> None:
+        super().__init__()
+        self.s = nn.Parameter(T(1.0))
+        self.actions, self.log_probs = T(actions).unsqueeze(-1), T(log_probs)
+
+    def predict(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.s * self.actions
+
+    def log_prob(self, act: torch.Tensor) -> torch.Tensor:
+        return self.log_probs
+
+
+def test_assembled_policy_loss_by_hand(algo) -> None:  # noqa: ANN001
+    """``_loss_pi`` = SAC's term + the augmented penalty at sg(lambda(x)) on the K-sample g."""
+    ac = algo._actor_critic  # noqa: SLF001
+    ac.actor = _FixedActor([0.5, -1.0], [-1.0, -2.0])
+    ac.reward_critic = LinearTwin([[1.0, 1.0], [2.0, 0.0]], [0.0, 1.0])
+    algo._multiplier_at = lambda obs: T([1.0, 0.0])  # noqa: SLF001
+    algo._log_alpha.data.fill_(float(torch.log(T(0.5))))  # noqa: SLF001
+    algo._dual.rho.fill_(2.0)  # noqa: SLF001
+    algo._cfgs.alam_cfgs.f_hat_pessimism = 1.0  # noqa: SLF001
+    algo._f_actions = lambda obs: T([[[0.0], [0.0]]])  # noqa: SLF001  (K = 1, a = 0)
+    obs = T([[0.5], [-1.0]])
+    # SAC term per state: alpha log pi - min(q1, q2), alpha = 0.5
+    #   x = 0.5, a = 0.5: q1 = x + a = 1.0, q2 = 2x + 1 = 2.0 -> -0.5 - 1.0 = -1.5
+    #   x = -1, a = -1:   q1 = -2, q2 = -1                  -> -1.0 + 2.0 = 1.0    mean -0.25
+    # g (a = 0): max(q1, q2) - d: x = 0.5: max(0.5, 0.35) - 0.1 = 0.4; x = -1: max(-1, -0.4) - 0.1 = -0.5
+    # augmented penalty lam m + rho/2 m^2, m = max(-lam/rho, g):
+    #   lam 1: m = max(-0.5, 0.4) = 0.4 -> 0.4 + 0.16 = 0.56
+    #   lam 0: m = max(0, -0.5) = 0     -> 0                            mean 0.28
+    loss = algo._loss_pi(obs)  # noqa: SLF001
+    assert loss.item() == pytest.approx(-0.25 + 0.28, abs=1e-6)
+    # gradient to the actor's scale s flows only through the SAC term's Q (a = s * action):
+    # d/ds of -(1/2)(q_min(0.5 s) at x=0.5 + q_min(-s) at x=-1): q1 = x + a is the min in both,
+    # so d/ds = -(1/2)(0.5 + (-1)) = 0.25
+    loss.backward()
+    assert ac.actor.s.grad.item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_cost_critic_polyak_step_by_hand(algo) -> None:  # noqa: ANN001
+    """Target cost critics move at their own rate (cost_polyak 0.05), the rest at tau."""
+    ac = algo._actor_critic  # noqa: SLF001
+    assert ac.cost_tau == 0.05
+    ac.polyak_update(0.005)
+    # target = 0.05 * online + 0.95 * target: [[0.05*1 + 0.95*0.2, 0.05*2 + 0.95*0.4], ...]
+    assert torch.allclose(ac.target_cost_critic.weight, T([[0.24, 0.48], [0.595, -0.05]]), atol=1e-6)
+    assert torch.allclose(ac.target_cost_critic.bias, T([0.095, 0.29]), atol=1e-6)
+
+
+def test_dual_cycles_every_m_lambda_policy_steps(algo) -> None:  # noqa: ANN001
+    """45 policy steps at m_lambda 10 (after the warm-up epoch): cycles after steps 10, 20, 30, 40."""
+    cycles: list[int] = []
+    algo._dual_cycle = lambda obs: cycles.append(algo._policy_steps)  # noqa: SLF001
+    algo._loss_pi = lambda obs: algo._actor_critic.actor.predict(obs).sum() * 0.0  # noqa: SLF001
+    obs = algo._buf.sample_batch()['obs']  # noqa: SLF001
+    algo._epoch = 0  # noqa: SLF001  (warmup_epochs 0: epoch 0 is still held back, as SACLag)
+    for _ in range(15):
+        algo._update_actor(obs)  # noqa: SLF001
+    algo._epoch = 1  # noqa: SLF001
+    for _ in range(30):
+        algo._update_actor(obs)  # noqa: SLF001
+    assert cycles == [20, 30, 40]
