@@ -10,7 +10,9 @@ YAML's task section, then scores the final policy (docs/known_answer.md):
   (omnisafe_alam.known_answer).
 
     .venv/bin/python examples/known_answer.py --env-id StatewiseBraking-v0 --seeds 0 1 2 \
-        --algos SACALaM SACLagNet SACALaMGA SAC
+        --algos SACALaM SACLagNet SACALaMGA SACFPI SAC
+
+SAC-FPI is scored with its own feasibility function and threshold (``G <= p_f``).
 """
 
 from __future__ import annotations

@@ -103,8 +103,9 @@ class StatewiseSAC(StatewiseOffPolicy):
       :math:`y_\psi = c + \gamma(1-d)\min\{\mathrm{comb}_\beta(\bar Q^c_{\psi_1}, \bar Q^c_{\psi_2})(x', a'),
       c_{\max}/(1-\gamma)\}`, :math:`a' \sim \pi(\cdot|x')`: :math:`\beta = 1` is the paper's max,
       the default :math:`\beta = 0` their mean (``alam_cfgs.cost_target_pessimism``, see
-      docs/algorithms.md); ``F_hat`` always takes the max. OmniSafe has one cost critic and a
-      deterministic next action.
+      docs/algorithms.md); ``F_hat`` combines them the same way with its own
+      ``alam_cfgs.f_hat_pessimism`` (paper: max; default: mean). OmniSafe has one cost critic and
+      a deterministic next action.
     - The cost is the raw environment cost (``cost_normalize`` must be false), optionally
       clipped to the indicator :math:`\mathbf 1[c > 0]` (``alam_cfgs.cost_indicator``).
     - The policy loss is SAC's plus a variant-specific constraint penalty on
