@@ -60,7 +60,7 @@ def test_grid_files_parse_and_every_variant_validates(name: str) -> None:
     assert {'SafetyPointGoal1-v0', 'SafetyPointCircle1-v0'} <= envs
     assert len({v['seed'] for v in variants}) >= 2
     if 'off' in name:
-        assert algos == {'SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC', 'SACLag', 'SACPID'}
+        assert algos == {'SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI', 'SACLag', 'SACPID'}
     else:
         assert algos == {'P3O', 'OnCRPO'}
 
