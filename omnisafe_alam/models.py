@@ -21,6 +21,7 @@ __all__ = [
     'NonNegativeCritic',
     'StatewiseActorQCritic',
     'build_cost_critic',
+    'polyak_step',
 ]
 
 
@@ -87,6 +88,12 @@ class DualState(nn.Module):
         super().__init__()
         self.register_buffer('rho', torch.tensor(float(rho_init)))
         self.register_buffer('lam', torch.tensor(float(lambda_init)))
+
+
+def polyak_step(source: nn.Module, target: nn.Module, tau: float) -> None:
+    """``target <- tau * source + (1 - tau) * target``, parameter by parameter (OmniSafe's formula)."""
+    for param, target_param in zip(source.parameters(), target.parameters()):
+        target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
 
 
 class NonNegativeCritic(nn.Module):
@@ -179,12 +186,7 @@ class StatewiseActorQCritic(ActorQCritic):
     def polyak_update(self, tau: float) -> None:
         """Polyak-average reward critics and actor (OmniSafe) and the twin cost critics."""
         super().polyak_update(tau)
-        cost_tau = tau if self.cost_tau is None else self.cost_tau
-        for param, target_param in zip(
-            self.cost_critic.parameters(),
-            self.target_cost_critic.parameters(),
-        ):
-            target_param.data.copy_(cost_tau * param.data + (1 - cost_tau) * target_param.data)
+        polyak_step(self.cost_critic, self.target_cost_critic, tau if self.cost_tau is None else self.cost_tau)
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""
@@ -236,11 +238,7 @@ class FeasibilityActorQCritic(ActorQCritic):
     def polyak_update(self, tau: float) -> None:
         """Polyak-average reward critics and actor (OmniSafe) and the twin CDF critics, at ``tau``."""
         super().polyak_update(tau)
-        for param, target_param in zip(
-            self.feasibility_critic.parameters(),
-            self.target_feasibility_critic.parameters(),
-        ):
-            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+        polyak_step(self.feasibility_critic, self.target_feasibility_critic, tau)
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""

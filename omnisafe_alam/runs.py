@@ -175,30 +175,23 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
         )
         multiplier.load_state_dict(params['multiplier'])
 
-    cost_critic = None
-    if 'cost_critic' in params:
-        cost_critic = build_cost_critic(
+    def twin(key: str, output: str) -> torch.nn.Module | None:
+        if key not in params:
+            return None
+        net = build_cost_critic(
             obs_space,
             act_space,
             model['critic']['hidden_sizes'],
             model['critic']['activation'],
             model['weight_initialization_mode'],
-            # runs saved before the key existed had a linear head
-            cfgs.get('alam_cfgs', {}).get('cost_critic_output', 'linear'),
+            output,
         )
-        cost_critic.load_state_dict(params['cost_critic'])
+        net.load_state_dict(params[key])
+        return net
 
-    feasibility_critic = None
-    if 'feasibility_critic' in params:
-        feasibility_critic = build_cost_critic(
-            obs_space,
-            act_space,
-            model['critic']['hidden_sizes'],
-            model['critic']['activation'],
-            model['weight_initialization_mode'],
-            'linear',
-        )
-        feasibility_critic.load_state_dict(params['feasibility_critic'])
+    # runs saved before the key existed had a linear head; SAC-FPI's CDF critics are linear
+    cost_critic = twin('cost_critic', cfgs.get('alam_cfgs', {}).get('cost_critic_output', 'linear'))
+    feasibility_critic = twin('feasibility_critic', 'linear')
 
     for net in (multiplier, cost_critic, feasibility_critic):
         if net is not None:

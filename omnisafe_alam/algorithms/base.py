@@ -82,6 +82,34 @@ class StatewiseOffPolicy(SAC):
         """Keyword arguments of :meth:`StatewiseOffPolicyAdapter.configure_risk`."""
         raise NotImplementedError
 
+    def _fit_twin_critic(
+        self,
+        name: str,
+        critic: nn.Module,
+        optimizer: optim.Optimizer,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        target: torch.Tensor,
+    ) -> None:
+        """One regression step of twin critics toward ``target`` (MSE summed over the twins).
+
+        With OmniSafe's optional weight norm (``use_critic_norm``) and gradient clipping
+        (``max_grad_norm``); logged under OmniSafe's cost-critic keys (``Loss/Loss_cost_critic``,
+        ``Value/cost_critic``: the first twin's batch mean). Stops at a non-finite loss, naming it.
+        """
+        q1, q2 = critic(obs, action)
+        loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
+        if self._cfgs.algo_cfgs.use_critic_norm:
+            for param in critic.parameters():
+                loss += param.pow(2).sum() * self._cfgs.algo_cfgs.critic_norm_coeff
+        _check_finite(name, loss)
+        optimizer.zero_grad()
+        loss.backward()
+        if self._cfgs.algo_cfgs.max_grad_norm:
+            clip_grad_norm_(critic.parameters(), self._cfgs.algo_cfgs.max_grad_norm)
+        optimizer.step()
+        self._logger.store({'Loss/Loss_cost_critic': loss.item(), 'Value/cost_critic': q1.mean().item()})
+
     def learn(self) -> tuple[float, float, float]:
         """OmniSafe's training loop, then a checkpoint of the final policy.
 
@@ -305,25 +333,13 @@ class StatewiseSAC(StatewiseOffPolicy):
                 pessimism=alam.cost_target_pessimism,
                 value_max=alam.cost_max / (1.0 - gamma) if alam.cost_max > 0 else math.inf,
             )
-        q1, q2 = self._actor_critic.cost_critic(obs, action)
-        loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
-        if self._cfgs.algo_cfgs.use_critic_norm:
-            for param in self._actor_critic.cost_critic.parameters():
-                loss += param.pow(2).sum() * self._cfgs.algo_cfgs.critic_norm_coeff
-        _check_finite('cost critic loss', loss)
-        self._actor_critic.cost_critic_optimizer.zero_grad()
-        loss.backward()
-        if self._cfgs.algo_cfgs.max_grad_norm:
-            clip_grad_norm_(
-                self._actor_critic.cost_critic.parameters(),
-                self._cfgs.algo_cfgs.max_grad_norm,
-            )
-        self._actor_critic.cost_critic_optimizer.step()
-        self._logger.store(
-            {
-                'Loss/Loss_cost_critic': loss.item(),
-                'Value/cost_critic': q1.mean().item(),
-            },
+        self._fit_twin_critic(
+            'cost critic loss',
+            self._actor_critic.cost_critic,
+            self._actor_critic.cost_critic_optimizer,
+            obs,
+            action,
+            target,
         )
 
     def _loss_pi(self, obs: torch.Tensor) -> torch.Tensor:

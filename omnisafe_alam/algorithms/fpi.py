@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.utils.clip_grad import clip_grad_norm_
 
 from omnisafe_alam import functional as F
 from omnisafe_alam.algorithms.base import StatewiseOffPolicy, _check_finite, _frozen
@@ -112,22 +110,13 @@ class SACFPI(StatewiseOffPolicy):
             next_action = self._actor_critic.actor.predict(next_obs, deterministic=False)
             g_next = torch.stack(self._actor_critic.target_feasibility_critic(next_obs, next_action))
             target = F.fpi_cdf_target(cost, done, g_next, self._cfgs.algo_cfgs.gamma)
-        g1, g2 = self._actor_critic.feasibility_critic(obs, action)
-        loss = nn.functional.mse_loss(g1, target) + nn.functional.mse_loss(g2, target)
-        _check_finite('feasibility critic loss', loss)
-        self._actor_critic.feasibility_critic_optimizer.zero_grad()
-        loss.backward()
-        if self._cfgs.algo_cfgs.max_grad_norm:
-            clip_grad_norm_(
-                self._actor_critic.feasibility_critic.parameters(),
-                self._cfgs.algo_cfgs.max_grad_norm,
-            )
-        self._actor_critic.feasibility_critic_optimizer.step()
-        self._logger.store(
-            {
-                'Loss/Loss_cost_critic': loss.item(),
-                'Value/cost_critic': g1.mean().item(),
-            },
+        self._fit_twin_critic(
+            'feasibility critic loss',
+            self._actor_critic.feasibility_critic,
+            self._actor_critic.feasibility_critic_optimizer,
+            obs,
+            action,
+            target,
         )
 
     def _loss_pi(self, obs: torch.Tensor) -> torch.Tensor:
