@@ -82,6 +82,23 @@ class StatewiseOffPolicy(SAC):
         """Keyword arguments of :meth:`StatewiseOffPolicyAdapter.configure_risk`."""
         raise NotImplementedError
 
+    def _checkpoint_items(self) -> dict[str, Any]:
+        """Modules saved in every checkpoint beside the actor (and the observation normaliser)."""
+        raise NotImplementedError
+
+    def _init_log(self) -> None:
+        """OmniSafe's keys and checkpoint, extended by :meth:`_checkpoint_items`, plus the keys
+        every plugin algorithm logs: ``Metrics/EpUnsafeSteps`` and ``Calibration/*``."""
+        super()._init_log()
+        what_to_save: dict[str, Any] = {'pi': self._actor_critic.actor, **self._checkpoint_items()}
+        if self._cfgs.algo_cfgs.obs_normalize:
+            what_to_save['obs_normalizer'] = self._env.save()['obs_normalizer']
+        self._logger.setup_torch_saver(what_to_save)
+        self._logger.torch_save()
+        self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
+        for key in CALIBRATION_KEYS:
+            self._logger.register_key(key)
+
     def _fit_twin_critic(
         self,
         name: str,
@@ -239,26 +256,17 @@ class StatewiseSAC(StatewiseOffPolicy):
         +------------------------+---------------------------------------------------------+
         """
         super()._init_log()
-        what_to_save: dict[str, Any] = {
-            'pi': self._actor_critic.actor,
-            **self._actor_critic.checkpoint_items(),
-            'dual': self._dual,
-        }
-        if self._cfgs.algo_cfgs.obs_normalize:
-            what_to_save['obs_normalizer'] = self._env.save()['obs_normalizer']
-        self._logger.setup_torch_saver(what_to_save)
-        self._logger.torch_save()
-
-        self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
         for key in (
             'Metrics/MultiplierMean',
             'Metrics/MultiplierMax',
             'Metrics/Rho',
             'Value/F_hat',
             *self._dual_stats,
-            *CALIBRATION_KEYS,
         ):
             self._logger.register_key(key)
+
+    def _checkpoint_items(self) -> dict[str, Any]:
+        return {**self._actor_critic.checkpoint_items(), 'dual': self._dual}
 
     # ------------------------------------------------------------ estimates
     @property

@@ -64,26 +64,12 @@ class SACFPI(StatewiseOffPolicy):
             'window': self._cfgs.fpi_cfgs.calibration_window,
         }
 
+    def _checkpoint_items(self) -> dict[str, Any]:
+        return self._actor_critic.checkpoint_items()
+
     def _init_log(self) -> None:
         super()._init_log()
-        what_to_save: dict[str, Any] = {
-            'pi': self._actor_critic.actor,
-            **self._actor_critic.checkpoint_items(),
-        }
-        if self._cfgs.algo_cfgs.obs_normalize:
-            what_to_save['obs_normalizer'] = self._env.save()['obs_normalizer']
-        self._logger.setup_torch_saver(what_to_save)
-        self._logger.torch_save()
-        self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
-        for key in (
-            'Metrics/FeasibleFrac',
-            'Metrics/BarrierWeight',
-            'Value/G_hat',
-            'Calibration/StartFHat',
-            'Calibration/StartCost',
-            'Calibration/StartBias',
-            'Calibration/StartRankCorr',
-        ):
+        for key in ('Metrics/FeasibleFrac', 'Metrics/BarrierWeight', 'Value/G_hat'):
             self._logger.register_key(key)
 
     # ------------------------------------------------------------ estimates
