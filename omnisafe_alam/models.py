@@ -140,6 +140,28 @@ def build_cost_critic(
     raise ValueError(f"cost critic output must be 'linear' or 'softplus', got {output!r}")
 
 
+def _twin_with_target(
+    obs_space: OmnisafeSpace,
+    act_space: OmnisafeSpace,
+    model_cfgs: ModelConfig,
+    output: str,
+) -> tuple[nn.Module, nn.Module, optim.Optimizer]:
+    """Twin critics with the reward critics' architecture, a frozen Polyak target and Adam at
+    the critic learning rate."""
+    critic = build_cost_critic(
+        obs_space,
+        act_space,
+        model_cfgs.critic.hidden_sizes,
+        model_cfgs.critic.activation,
+        model_cfgs.weight_initialization_mode,
+        output,
+    )
+    target = deepcopy(critic)
+    for param in target.parameters():
+        param.requires_grad = False
+    return critic, target, optim.Adam(critic.parameters(), lr=model_cfgs.critic.lr)
+
+
 class StatewiseActorQCritic(ActorQCritic):
     """OmniSafe's actor and twin reward critics, plus *twin* cost critics and the multiplier.
 
@@ -163,20 +185,8 @@ class StatewiseActorQCritic(ActorQCritic):
         cost_output: str = 'linear',
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
-        self.cost_critic = build_cost_critic(
-            obs_space,
-            act_space,
-            model_cfgs.critic.hidden_sizes,
-            model_cfgs.critic.activation,
-            model_cfgs.weight_initialization_mode,
-            cost_output,
-        )
-        self.target_cost_critic = deepcopy(self.cost_critic)
-        for param in self.target_cost_critic.parameters():
-            param.requires_grad = False
-        self.cost_critic_optimizer = optim.Adam(
-            self.cost_critic.parameters(),
-            lr=model_cfgs.critic.lr,
+        self.cost_critic, self.target_cost_critic, self.cost_critic_optimizer = _twin_with_target(
+            obs_space, act_space, model_cfgs, cost_output,
         )
         self.multiplier = multiplier
 
@@ -219,21 +229,11 @@ class FeasibilityActorQCritic(ActorQCritic):
         epochs: int,
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
-        self.feasibility_critic = build_cost_critic(
-            obs_space,
-            act_space,
-            model_cfgs.critic.hidden_sizes,
-            model_cfgs.critic.activation,
-            model_cfgs.weight_initialization_mode,
-            'linear',
-        )
-        self.target_feasibility_critic = deepcopy(self.feasibility_critic)
-        for param in self.target_feasibility_critic.parameters():
-            param.requires_grad = False
-        self.feasibility_critic_optimizer = optim.Adam(
-            self.feasibility_critic.parameters(),
-            lr=model_cfgs.critic.lr,
-        )
+        (
+            self.feasibility_critic,
+            self.target_feasibility_critic,
+            self.feasibility_critic_optimizer,
+        ) = _twin_with_target(obs_space, act_space, model_cfgs, 'linear')
 
     def polyak_update(self, tau: float) -> None:
         """Polyak-average reward critics and actor (OmniSafe) and the twin CDF critics, at ``tau``."""
