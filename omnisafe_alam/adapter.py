@@ -180,6 +180,45 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             self._ep_disc_cost[idx] = 0.0
             self._ep_start_risk[idx] = float('nan')
 
+    #: the adapter's own per-episode tensors (OmniSafe's and the plugin's)
+    _EPISODE_TENSORS = ('_ep_ret', '_ep_cost', '_ep_len', '_ep_unsafe', '_ep_disc_cost', '_ep_start_risk', '_ep_hit')
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training and evaluation environments' state and this adapter's episode counters
+        (see :mod:`omnisafe_alam.checkpoint`)."""
+        from omnisafe_alam.checkpoint import env_state
+
+        return {
+            'env': env_state(self._env),
+            'eval_env': env_state(self._eval_env),
+            'current_obs': self._current_obs.clone(),
+            'episodes': {name: getattr(self, name).clone() for name in self._EPISODE_TENSORS},
+            'calibration': [list(pair) for pair in self._calibration],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], reset_seed: int) -> bool:
+        """Restore :meth:`state_dict`; returns whether the episode in progress continues.
+
+        An environment that cannot give its state (Safety-Gymnasium's simulator) keeps only its
+        wrappers' state (normalisers): it is reset with ``reset_seed``, its episode in progress
+        starts afresh and its counters restart at zero.
+        """
+        from omnisafe_alam.checkpoint import load_env_state
+
+        load_env_state(self._eval_env, state['eval_env'])
+        self._calibration.clear()
+        self._calibration.extend(tuple(pair) for pair in state['calibration'])
+        if load_env_state(self._env, state['env']):
+            self._current_obs = state['current_obs'].to(self._device)
+            for name, value in state['episodes'].items():
+                getattr(self, name).copy_(value)
+            return True
+        self._current_obs, _ = self.reset(seed=reset_seed)
+        calibration = list(self._calibration)
+        self._reset_log()
+        self._calibration.extend(calibration)
+        return False
+
     def calibration(self) -> dict[str, float]:
         """Start-state risk estimate against its realised counterpart over the last episodes.
 

@@ -1,7 +1,8 @@
 """``omnisafe-alam`` / ``python -m omnisafe_alam``: OmniSafe's CLI with the plugin registered.
 
 Every ``omnisafe`` sub-command (train, benchmark, eval, analyze-grid, ...) is available as is,
-plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``.
+plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``,
+``resume``.
 """
 
 from __future__ import annotations
@@ -104,6 +105,24 @@ def bench_command(
     from omnisafe_alam.bench import bench, format_table
 
     typer.echo(format_table(bench(algos, widths, device or None, threads, steps)))
+
+
+@app.command('resume')
+def resume_command(
+    run_dir: Path = typer.Argument(..., help='run directory (seed-*/ holding config.json and state/)'),
+    total_steps: int = typer.Option(None, help='new total env steps, to extend a finished run'),
+    checkpoint: Path = typer.Option(None, help='full checkpoint to start from (default: the newest in state/)'),
+    device: str = typer.Option(None, help="train on this device instead of the run's, e.g. cpu"),
+) -> None:
+    """Continue a killed or finished run in its own directory from a full checkpoint."""
+    from omnisafe_alam.checkpoint import CheckpointError, resume
+
+    try:
+        ep_ret, ep_cost, ep_len = resume(run_dir, total_steps=total_steps, checkpoint=checkpoint, device=device)
+    except CheckpointError as error:
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f'finished: EpRet {ep_ret:.3f}, EpCost {ep_cost:.3f}, EpLen {ep_len:.1f} ({run_dir})')
 
 
 def main() -> None:

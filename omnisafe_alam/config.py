@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 __all__ = [
     'ALAM_KEYS',
+    'CHECKPOINT_KEYS',
     'FPI_KEYS',
     'AlamConfigError',
     'coerce_like_defaults',
@@ -134,6 +135,15 @@ FPI_KEYS: dict[str, _Key] = {
 }
 
 
+#: Every key of ``checkpoint_cfgs`` (all plugin algorithms; see :mod:`omnisafe_alam.checkpoint`).
+CHECKPOINT_KEYS: dict[str, _Key] = {
+    'save_state': _Key(_to_bool, lambda v: True, ''),
+    'state_freq': _Key(_to_int, lambda v: v >= 0, 'must be >= 0 (epochs; 0: logger_cfgs.save_model_freq)'),
+    'save_buffer': _Key(_to_bool, lambda v: True, ''),
+    'keep_last': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (full checkpoints kept)'),
+}
+
+
 def _validate_group(group: str, cfgs: dict[str, Any], keys: dict[str, _Key]) -> dict[str, Any]:
     unknown = sorted(set(cfgs) - set(keys))
     if unknown:
@@ -207,7 +217,8 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
       of the *raw* cost, and a running normaliser would silently move it;
     - every ``alam_cfgs`` key (the Lagrangian family) or ``fpi_cfgs`` key (SAC-FPI) is coerced
       and range-checked (:func:`validate_alam_cfgs`, :func:`validate_fpi_cfgs`); a run config
-      holding the other family's group is refused, naming it.
+      holding the other family's group is refused, naming it;
+    - every ``checkpoint_cfgs`` key is coerced and range-checked.
     """
     if defaults is not None:
         coerce_like_defaults(cfgs, defaults)
@@ -233,3 +244,6 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
         validate_fpi_cfgs(cfgs.fpi_cfgs)
     else:
         validate_alam_cfgs(cfgs.alam_cfgs)
+    if cfgs.get('checkpoint_cfgs') is None:
+        raise AlamConfigError(f"{cfgs.get('algo')} needs the key group checkpoint_cfgs")
+    _validate_group('checkpoint_cfgs', cfgs.checkpoint_cfgs, CHECKPOINT_KEYS)

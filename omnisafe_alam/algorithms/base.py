@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import signal
+import threading
+import time
 from typing import Any, Iterator
 
 import torch
@@ -18,6 +21,7 @@ from omnisafe.algorithms.off_policy.sac import SAC
 from torch import nn, optim
 from torch.nn.utils.clip_grad import clip_grad_norm_
 
+from omnisafe_alam import checkpoint as ckpt
 from omnisafe_alam import functional as F
 from omnisafe_alam.adapter import CALIBRATION_KEYS, StatewiseOffPolicyAdapter
 from omnisafe_alam.config import validate_run_cfgs
@@ -89,12 +93,17 @@ class StatewiseOffPolicy(SAC):
     def _init_log(self) -> None:
         """OmniSafe's keys and checkpoint, extended by :meth:`_checkpoint_items`, plus the keys
         every plugin algorithm logs: ``Metrics/EpUnsafeSteps`` and ``Calibration/*``."""
-        super()._init_log()
+        self._resume = ckpt.resuming()
+        #: buffer rows needed before updates (only a resume without the buffer waits for them)
+        self._refill = 0
+        with ckpt.resumed_logger(self._resume, self._cfgs) if self._resume else contextlib.nullcontext():
+            super()._init_log()
         what_to_save: dict[str, Any] = {'pi': self._actor_critic.actor, **self._checkpoint_items()}
         if self._cfgs.algo_cfgs.obs_normalize:
             what_to_save['obs_normalizer'] = self._env.save()['obs_normalizer']
         self._logger.setup_torch_saver(what_to_save)
-        self._logger.torch_save()
+        if self._resume is None:
+            self._logger.torch_save()
         self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
         for key in CALIBRATION_KEYS:
             self._logger.register_key(key)
@@ -127,16 +136,193 @@ class StatewiseOffPolicy(SAC):
         optimizer.step()
         self._logger.store({'Loss/Loss_cost_critic': loss.item(), 'Value/cost_critic': q1.mean().item()})
 
-    def learn(self) -> tuple[float, float, float]:
-        """OmniSafe's training loop, then a checkpoint of the final policy.
+    # ------------------------------------------------------------ training loop and full state
+    #: counters (attributes) that belong to the training state; subclasses extend the tuple
+    _state_attributes: tuple[str, ...] = ('_update_count',)
 
-        OmniSafe saves only every ``save_model_freq`` epochs, so a run shorter than that would
-        keep nothing but the untrained epoch-0 policy.
+    def _env_steps(self, sample_step: int) -> int:
+        """Environment steps taken before sample step ``sample_step`` (all envs together)."""
+        return sample_step * self._update_cycle * self._cfgs.train_cfgs.vector_env_nums
+
+    def learn(self) -> tuple[float, float, float]:
+        """OmniSafe's training loop (``DDPG.learn``, the same rows) with full checkpoints.
+
+        Differences: a full checkpoint (:mod:`omnisafe_alam.checkpoint`) beside OmniSafe's every
+        ``save_model_freq`` epochs and at the end; SIGINT / SIGTERM finish the current sample
+        step, save one and exit (status 128 + signal); a resumed run starts where its checkpoint
+        stopped, mid-epoch if it was interrupted; and the final policy is always saved
+        (OmniSafe saves only every ``save_model_freq`` epochs, so a shorter run kept nothing but
+        the untrained epoch-0 policy).
         """
-        result = super().learn()
-        if self._epochs % self._cfgs.logger_cfgs.save_model_freq:
-            self._logger.torch_save()
-        return result
+        cfgs = self._cfgs
+        position = {'epoch': 0, 'sample_step': 0, 'rollout_time': 0.0, 'update_time': 0.0, 'elapsed': 0.0}
+        if self._resume is not None:
+            position.update(self._resume.state['position'])
+        self._logger.log('INFO: Start training')
+        start_time = time.time() - position['elapsed']
+        step = self._env_steps(position['sample_step']) - 1
+        with _stop_requests() as stop:
+            for epoch in range(position['epoch'], self._epochs):
+                self._epoch = epoch
+                resumed_mid_epoch = epoch == position['epoch'] and position['sample_step'] > epoch * self._samples_per_epoch
+                rollout_time = position['rollout_time'] if resumed_mid_epoch else 0.0
+                update_time = position['update_time'] if resumed_mid_epoch else 0.0
+                epoch_time = time.time()
+                first = position['sample_step'] if resumed_mid_epoch else epoch * self._samples_per_epoch
+                for sample_step in range(first, (epoch + 1) * self._samples_per_epoch):
+                    step = self._env_steps(sample_step)
+                    rollout_start = time.time()
+                    if cfgs.algo_cfgs.use_exploration_noise:
+                        self._actor_critic.actor.noise = cfgs.algo_cfgs.exploration_noise
+                    self._env.rollout(
+                        rollout_step=self._update_cycle,
+                        agent=self._actor_critic,
+                        buffer=self._buf,
+                        logger=self._logger,
+                        use_rand_action=(step <= cfgs.algo_cfgs.start_learning_steps),
+                    )
+                    rollout_time += time.time() - rollout_start
+                    update_start = time.time()
+                    if step > cfgs.algo_cfgs.start_learning_steps and self._buf.size >= self._refill:
+                        self._update()
+                    else:
+                        self._log_when_not_update()
+                    update_time += time.time() - update_start
+                    if stop.signum is not None and sample_step + 1 < (epoch + 1) * self._samples_per_epoch:
+                        self._save_state(epoch, sample_step + 1, rollout_time, update_time, time.time() - start_time)
+                        self._exit_on(stop.signum)
+
+                eval_start = time.time()
+                self._env.eval_policy(
+                    episode=cfgs.train_cfgs.eval_episodes,
+                    agent=self._actor_critic,
+                    logger=self._logger,
+                )
+                self._logger.store(
+                    {
+                        'Time/Update': update_time,
+                        'Time/Rollout': rollout_time,
+                        'Time/Evaluate': time.time() - eval_start,
+                    },
+                )
+                if step > cfgs.algo_cfgs.start_learning_steps and cfgs.model_cfgs.linear_lr_decay:
+                    self._actor_critic.actor_scheduler.step()
+                self._logger.store(
+                    {
+                        'TotalEnvSteps': step + 1,
+                        'Time/FPS': cfgs.algo_cfgs.steps_per_epoch / (time.time() - epoch_time),
+                        'Time/Total': time.time() - start_time,
+                        'Time/Epoch': time.time() - epoch_time,
+                        'Train/Epoch': epoch,
+                        'Train/LR': self._actor_critic.actor_scheduler.get_last_lr()[0],
+                    },
+                )
+                self._logger.dump_tabular()
+                last = epoch + 1 == self._epochs
+                if (epoch + 1) % cfgs.logger_cfgs.save_model_freq == 0 or last:
+                    self._logger.torch_save()
+                state_freq = cfgs.checkpoint_cfgs.state_freq or cfgs.logger_cfgs.save_model_freq
+                if (epoch + 1) % state_freq == 0 or last or stop.signum is not None:
+                    self._save_state(epoch + 1, (epoch + 1) * self._samples_per_epoch, 0.0, 0.0, time.time() - start_time)
+                if stop.signum is not None and not last:
+                    self._exit_on(stop.signum)
+
+        ep_ret = self._logger.get_stats('Metrics/EpRet')[0]
+        ep_cost = self._logger.get_stats('Metrics/EpCost')[0]
+        ep_len = self._logger.get_stats('Metrics/EpLen')[0]
+        self._logger.close()
+        self._env.close()
+        return ep_ret, ep_cost, ep_len
+
+    def _exit_on(self, signum: int) -> None:
+        """Close the run after an interrupt's checkpoint and leave with status ``128 + signum``."""
+        self._logger.log(
+            f'Stopped by signal {signum}; full state saved. Continue with: '
+            f'omnisafe-alam resume {self._logger.log_dir}',
+            'yellow',
+            bold=True,
+        )
+        self._logger.close()
+        self._env.close()
+        raise SystemExit(128 + signum)
+
+    def _training_state(self) -> dict[str, Any]:
+        """Everything :meth:`learn` needs to continue (see :mod:`omnisafe_alam.checkpoint`)."""
+        modules, optimizers, schedulers = _training_parts(self)
+        save = self._cfgs.checkpoint_cfgs
+        return {
+            'modules': {name: module.state_dict() for name, module in modules.items()},
+            'optimizers': {name: opt.state_dict() for name, opt in optimizers.items()},
+            'schedulers': {name: sched.state_dict() for name, sched in schedulers.items()},
+            'log_alpha': self._log_alpha.detach().clone(),
+            'attributes': {name: copy.deepcopy(getattr(self, name)) for name in self._state_attributes},
+            'buffer': ckpt.buffer_state(self._buf) if save.save_buffer else None,
+            'env': self._env.state_dict(),
+            'rng': ckpt.rng_state(),
+            'logger': ckpt.logger_state(self._logger),
+        }
+
+    def _load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_training_state` into this freshly built algorithm."""
+        modules, optimizers, schedulers = _training_parts(self)
+        for kind, live, saved in (
+            ('modules', modules, state['modules']),
+            ('optimizers', optimizers, state['optimizers']),
+            ('schedulers', schedulers, state['schedulers']),
+        ):
+            if set(live) != set(saved):
+                raise ckpt.CheckpointError(f'{kind} {sorted(live)} differ from the checkpoint\'s {sorted(saved)}')
+            for name, obj in live.items():
+                obj.load_state_dict(saved[name])
+        with torch.no_grad():
+            self._log_alpha.copy_(state['log_alpha'])
+        for name, value in state['attributes'].items():
+            setattr(self, name, value)
+        if state['buffer'] is not None:
+            ckpt.load_buffer_state(self._buf, state['buffer'])
+        else:
+            num_envs = self._cfgs.train_cfgs.vector_env_nums
+            self._refill = max(1, self._cfgs.algo_cfgs.start_learning_steps // num_envs)
+            self._logger.log(
+                f'WARNING: the checkpoint holds no replay buffer; no updates until the policy has '
+                f'collected {self._refill * num_envs} transitions again',
+                'yellow',
+            )
+        position = state['position']['env_steps']
+        if not self._env.load_state_dict(state['env'], reset_seed=self._seed + position):
+            self._logger.log(
+                f'NOTE: {self._env_id} cannot restore its simulator mid-episode: the episode in '
+                f'progress restarts (reset seed {self._seed + position}); everything else is restored',
+                'yellow',
+            )
+        ckpt.load_logger_state(self._logger, state['logger'])
+        ckpt.set_rng_state(state['rng'])
+
+    def _save_state(self, epoch: int, sample_step: int, rollout_time: float, update_time: float, elapsed: float) -> None:
+        """Write a full checkpoint at this position (if ``checkpoint_cfgs.save_state``)."""
+        save = self._cfgs.checkpoint_cfgs
+        if not save.save_state:
+            return
+        env_steps = self._env_steps(sample_step)
+        state = {
+            'format': ckpt.FORMAT,
+            'version': ckpt.VERSION,
+            'config': self._cfgs.todict(),
+            'position': {
+                'epoch': epoch,
+                'sample_step': sample_step,
+                'env_steps': env_steps,
+                'rollout_time': rollout_time,
+                'update_time': update_time,
+                'elapsed': elapsed,
+            },
+            **self._training_state(),
+        }
+        path = ckpt.state_path(self._logger.log_dir, env_steps)
+        size = ckpt.save_state_file(path, state, save.keep_last)
+        buffer = state['buffer']
+        held = f"{buffer['size']} transitions per env" if buffer is not None else 'no replay buffer'
+        self._logger.log(f'full checkpoint {path.name}: {size / 2**20:.1f} MiB ({held})', 'cyan')
 
 
 class StatewiseSAC(StatewiseOffPolicy):
@@ -162,6 +348,7 @@ class StatewiseSAC(StatewiseOffPolicy):
     :meth:`_update_multiplier`), and sets :attr:`_uses_penalty_schedule`.
     """
 
+    _state_attributes = (*StatewiseOffPolicy._state_attributes, '_policy_steps', '_dual_stats')
     #: whether rho follows the schedule of Sec. III-D after each dual cycle
     _uses_penalty_schedule: bool = True
     #: whether the variant has a state-wise multiplier network (False for ASAC)
@@ -459,6 +646,48 @@ class StatewiseSAC(StatewiseOffPolicy):
                 **self._dual_stats,
             },
         )
+
+
+def _training_parts(algo: Any) -> tuple[dict[str, nn.Module], dict[str, optim.Optimizer], dict[str, Any]]:
+    """The modules, optimizers and LR schedulers held by an algorithm or its actor-critic."""
+    modules: dict[str, nn.Module] = {}
+    optimizers: dict[str, optim.Optimizer] = {}
+    schedulers: dict[str, Any] = {}
+    for owner, prefix in ((algo, ''), (algo._actor_critic, 'actor_critic.')):
+        for name, value in vars(owner).items():
+            if isinstance(value, optim.Optimizer):
+                optimizers[prefix + name] = value
+            elif isinstance(value, optim.lr_scheduler.LRScheduler):
+                schedulers[prefix + name] = value
+            elif isinstance(value, nn.Module) and owner is algo:
+                modules[name] = value
+    return modules, optimizers, schedulers
+
+
+class _StopRequests:
+    """Remembers the first SIGINT / SIGTERM; a second one interrupts at once."""
+
+    signum: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[_StopRequests]:
+    """Catch SIGINT / SIGTERM while training (main thread only) so a checkpoint can be taken."""
+    stop = _StopRequests()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

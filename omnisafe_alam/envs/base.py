@@ -118,6 +118,18 @@ class VectorTask(CMDP):
     def set_seed(self, seed: int) -> None:
         self._generator.manual_seed(seed)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything the next steps depend on: states, step counters and the start-state RNG."""
+        return {'state': self._state.clone(), 't': self._t.clone(), 'generator': self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (a mid-episode resume continues the same episodes)."""
+        if state['state'].shape != self._state.shape:
+            raise ValueError(f"state shape {tuple(state['state'].shape)} != {tuple(self._state.shape)}")
+        self._state = state['state'].clone()
+        self._t = state['t'].clone()
+        self._generator.set_state(state['generator'])
+
     def render(self) -> Any:
         raise NotImplementedError(f'{type(self).__name__} has nothing to render')
 
