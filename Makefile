@@ -13,16 +13,15 @@ THREADS ?= 2
 LOG_DIR ?= $(CURDIR)/runs
 PYTEST_ARGS ?=
 
-.PHONY: setup train test clean
+.PHONY: setup train test check-wheel clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	rm -rf $(VENV)
 	"$$(scripts/find-python310.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m omnisafe_alam install-hook
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -34,6 +33,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Slow, not part of `make test`: the wheel in a fresh venv with every dependency from pip.
+check-wheel: $(STAMP)
+	$(PY) scripts/check_wheel.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
