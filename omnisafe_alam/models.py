@@ -19,6 +19,7 @@ __all__ = [
     'FeasibilityActorQCritic',
     'MultiplierNet',
     'NonNegativeCritic',
+    'PolyakPairs',
     'StatewiseActorQCritic',
     'build_cost_critic',
     'polyak_step',
@@ -94,6 +95,27 @@ def polyak_step(source: nn.Module, target: nn.Module, tau: float) -> None:
     """``target <- tau * source + (1 - tau) * target``, parameter by parameter (OmniSafe's formula)."""
     for param, target_param in zip(source.parameters(), target.parameters()):
         target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+
+
+class PolyakPairs:
+    """:func:`polyak_step` over several (source, target) pairs in three ``foreach`` calls.
+
+    The parameter lists are collected once (walking modules costs more than averaging small
+    networks). Bit for bit the numbers of :func:`polyak_step`: the same float32 products
+    ``tau * s`` and ``(1 - tau) * t``, added (``a + b == b + a`` exactly).
+    """
+
+    def __init__(self, *pairs: tuple[nn.Module, nn.Module]) -> None:
+        self.sources = [p for source, _ in pairs for p in source.parameters()]
+        self.targets = [p for _, target in pairs for p in target.parameters()]
+        if [p.shape for p in self.sources] != [p.shape for p in self.targets]:
+            raise ValueError('Polyak pairs must have the same parameter shapes')
+
+    @torch.no_grad()
+    def step(self, tau: float) -> None:
+        scaled = torch._foreach_mul(self.sources, tau)
+        torch._foreach_mul_(self.targets, 1 - tau)
+        torch._foreach_add_(self.targets, scaled)
 
 
 class NonNegativeCritic(nn.Module):
@@ -194,9 +216,17 @@ class StatewiseActorQCritic(ActorQCritic):
     cost_tau: float | None = None
 
     def polyak_update(self, tau: float) -> None:
-        """Polyak-average reward critics and actor (OmniSafe) and the twin cost critics."""
-        super().polyak_update(tau)
-        polyak_step(self.cost_critic, self.target_cost_critic, tau if self.cost_tau is None else self.cost_tau)
+        """Polyak-average the twin reward critics (at ``tau``) and cost critics (at :attr:`cost_tau`).
+
+        OmniSafe's version also averages ``target_actor``, which SAC never reads; it is skipped.
+        """
+        if not hasattr(self, '_polyak_pairs'):
+            self._polyak_pairs = (
+                PolyakPairs((self.reward_critic, self.target_reward_critic)),
+                PolyakPairs((self.cost_critic, self.target_cost_critic)),
+            )
+        self._polyak_pairs[0].step(tau)
+        self._polyak_pairs[1].step(tau if self.cost_tau is None else self.cost_tau)
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""
@@ -236,9 +266,13 @@ class FeasibilityActorQCritic(ActorQCritic):
         ) = _twin_with_target(obs_space, act_space, model_cfgs, 'linear')
 
     def polyak_update(self, tau: float) -> None:
-        """Polyak-average reward critics and actor (OmniSafe) and the twin CDF critics, at ``tau``."""
-        super().polyak_update(tau)
-        polyak_step(self.feasibility_critic, self.target_feasibility_critic, tau)
+        """Polyak-average the twin reward and CDF critics at ``tau`` (not the unused target actor)."""
+        if not hasattr(self, '_polyak_pairs'):
+            self._polyak_pairs = PolyakPairs(
+                (self.reward_critic, self.target_reward_critic),
+                (self.feasibility_critic, self.target_feasibility_critic),
+            )
+        self._polyak_pairs.step(tau)
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""

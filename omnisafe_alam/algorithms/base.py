@@ -86,6 +86,27 @@ class StatewiseOffPolicy(SAC):
         """Keyword arguments of :meth:`StatewiseOffPolicyAdapter.configure_risk`."""
         raise NotImplementedError
 
+    def _critics(self) -> tuple[nn.Module, ...]:
+        """The critics whose weights the policy loss reads but never trains (frozen there)."""
+        raise NotImplementedError
+
+    def _frozen_critics(self) -> contextlib.AbstractContextManager[None]:
+        """:meth:`_critics` frozen for the actor step: no (discarded) weight gradients through
+        them, which saves a large part of the step. The parameter list is collected once."""
+        if getattr(self, '_critic_params', None) is None:
+            self._critic_params = [p for m in self._critics() for p in m.parameters() if p.requires_grad]
+        return _frozen(self._critic_params)
+
+    def _use_foreach_optimizers(self) -> None:
+        """Every optimizer steps its parameters with one ``foreach`` kernel per operation.
+
+        PyTorch picks the per-tensor loop on CPU by default; the foreach path computes the
+        same float32 numbers (bit-identical for Adam, tested) with a fraction of the calls.
+        """
+        for optimizer in _training_parts(self)[1].values():
+            for group in optimizer.param_groups:
+                group['foreach'] = True
+
     def _checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in every checkpoint beside the actor (and the observation normaliser)."""
         raise NotImplementedError
@@ -107,6 +128,7 @@ class StatewiseOffPolicy(SAC):
         self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
         for key in CALIBRATION_KEYS:
             self._logger.register_key(key)
+        self._use_foreach_optimizers()
 
     def _fit_twin_critic(
         self,
@@ -274,6 +296,7 @@ class StatewiseOffPolicy(SAC):
                 raise ckpt.CheckpointError(f'{kind} {sorted(live)} differ from the checkpoint\'s {sorted(saved)}')
             for name, obj in live.items():
                 obj.load_state_dict(saved[name])
+        self._use_foreach_optimizers()
         with torch.no_grad():
             self._log_alpha.copy_(state['log_alpha'])
         for name, value in state['attributes'].items():
@@ -455,6 +478,9 @@ class StatewiseSAC(StatewiseOffPolicy):
     def _checkpoint_items(self) -> dict[str, Any]:
         return {**self._actor_critic.checkpoint_items(), 'dual': self._dual}
 
+    def _critics(self) -> tuple[nn.Module, ...]:
+        return (self._actor_critic.reward_critic, self._actor_critic.cost_critic)
+
     # ------------------------------------------------------------ estimates
     @property
     def _rho(self) -> float:
@@ -573,7 +599,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         No dual cycle runs until ``epoch > algo_cfgs.warmup_epochs``, exactly as OmniSafe's
         SACLag and SACPID gate their multiplier (so 0 still skips epoch 0).
         """
-        with _frozen(self._actor_critic.reward_critic, self._actor_critic.cost_critic):
+        with self._frozen_critics():
             super()._update_actor(obs)
         self._policy_steps += 1
         if self._dual_cycle_due():
@@ -691,9 +717,8 @@ def _stop_requests() -> Iterator[_StopRequests]:
 
 
 @contextlib.contextmanager
-def _frozen(*modules: nn.Module) -> Iterator[None]:
-    """Temporarily set ``requires_grad=False`` on the modules' parameters."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on parameters (trainable ones)."""
     for param in params:
         param.requires_grad_(False)
     try:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from omnisafe_alam import functional as F
-from omnisafe_alam.algorithms.base import StatewiseOffPolicy, _check_finite, _frozen
+from omnisafe_alam.algorithms.base import StatewiseOffPolicy, _check_finite
 from omnisafe_alam.models import FeasibilityActorQCritic
 
 __all__ = ['SACFPI']
@@ -66,6 +67,9 @@ class SACFPI(StatewiseOffPolicy):
 
     def _checkpoint_items(self) -> dict[str, Any]:
         return self._actor_critic.checkpoint_items()
+
+    def _critics(self) -> tuple[nn.Module, ...]:
+        return (self._actor_critic.reward_critic, self._actor_critic.feasibility_critic)
 
     def _init_log(self) -> None:
         super()._init_log()
@@ -125,7 +129,7 @@ class SACFPI(StatewiseOffPolicy):
 
     def _update_actor(self, obs: torch.Tensor) -> None:
         """SAC's actor and alpha step, with the critics' parameters frozen (no wasted gradients)."""
-        with _frozen(self._actor_critic.reward_critic, self._actor_critic.feasibility_critic):
+        with self._frozen_critics():
             super()._update_actor(obs)
 
     def _log_when_not_update(self) -> None:
