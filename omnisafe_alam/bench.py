@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ import torch
 __all__ = ['BenchRow', 'bench', 'bench_algo', 'format_table', 'matmul_gflops']
 
 ENV_ID = 'SafetyPointGoal1-v0'
+RUN_STEPS, RUN_RANDOM = 3000, 500
 
 
 @dataclass
@@ -45,8 +47,12 @@ class BenchRow:
     gflop_per_step: float
     gflops: float
     matmul_gflops: float
+    #: projected time of a 3000-step run: 500 random steps, then 2500 policy steps with updates
+    run_3000_s: float = float('nan')
     ratio_grad: float = float('nan')
     ratio_env: float = float('nan')
+    #: ``run_3000_s`` over SACLag's (the issue's goal: <= 1 at 64 wide, <= 1.3 at 256)
+    ratio_run: float = float('nan')
 
 
 def _sync(device: str) -> None:
@@ -108,41 +114,72 @@ def _quiet() -> Iterator[None]:
         sys.stdout = saved
 
 
-def bench_algo(algo: str, width: int, device: str, threads: int = 2, steps: int = 200, fill: int = 1000) -> BenchRow:
-    """Measure one algorithm at one width on one device (see module doc)."""
-    from torch.utils.flop_counter import FlopCounterMode
+class _Subject:
+    """One built algorithm whose steps are timed in rounds (see :func:`bench`)."""
 
-    with tempfile.TemporaryDirectory() as log_dir, _quiet():
-        inner = _build(algo, width, device, threads, log_dir, fill)
+    def __init__(self, algo: str, width: int, device: str, threads: int, log_dir: str) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with _quiet():
+            self.inner = _build(algo, width, device, threads, log_dir, fill=1000)
+            self.algo, self.width, self.device = algo, width, device
+            inner = self.inner
+            for _ in range(10):  # warm-up: allocator, first Adam steps, lazy inits
+                inner._update()  # noqa: SLF001
+            with FlopCounterMode(display=False) as counter:
+                for _ in range(2):  # two steps: OmniSafe's SACLag updates its actor every other one
+                    inner._update()  # noqa: SLF001
+            self.flop_per_step = counter.get_total_flops() / 2
+        self.grad: list[float] = []
+        self.env: list[float] = []
+        self.random: list[float] = []
+
+    def time_round(self, steps: int) -> None:
+        inner = self.inner
         env, agent, buf, logger = inner._env, inner._actor_critic, inner._buf, inner._logger  # noqa: SLF001
-        for _ in range(10):  # warm-up: allocator, first Adam steps, lazy inits
-            inner._update()  # noqa: SLF001
-        with FlopCounterMode(display=False) as counter:
-            inner._update()  # noqa: SLF001
-        flop = counter.get_total_flops()
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            inner._update()  # noqa: SLF001
-        _sync(device)
-        grad_seconds = (time.perf_counter() - start) / steps
-        start = time.perf_counter()
-        for _ in range(steps):
-            env.rollout(rollout_step=1, agent=agent, buffer=buf, logger=logger, use_rand_action=False)
-            inner._update()  # noqa: SLF001
-        _sync(device)
-        env_seconds = (time.perf_counter() - start) / steps
-        env.close()
-    return BenchRow(
-        algo=algo,
-        width=width,
-        device=device,
-        grad_steps_per_s=1.0 / grad_seconds,
-        env_steps_per_s=1.0 / env_seconds,
-        gflop_per_step=flop / 1e9,
-        gflops=flop / 1e9 / grad_seconds,
-        matmul_gflops=matmul_gflops(width, device),
-    )
+        with _quiet():
+            _sync(self.device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                inner._update()  # noqa: SLF001
+            _sync(self.device)
+            self.grad.append((time.perf_counter() - start) / steps)
+            start = time.perf_counter()
+            for _ in range(steps):
+                env.rollout(rollout_step=1, agent=agent, buffer=buf, logger=logger, use_rand_action=False)
+                inner._update()  # noqa: SLF001
+            _sync(self.device)
+            self.env.append((time.perf_counter() - start) / steps)
+            start = time.perf_counter()
+            for _ in range(steps // 4 or 1):
+                env.rollout(rollout_step=1, agent=agent, buffer=buf, logger=logger, use_rand_action=True)
+            self.random.append((time.perf_counter() - start) / (steps // 4 or 1))
+
+    def row(self) -> BenchRow:
+        grad = statistics.median(self.grad)
+        env = statistics.median(self.env)
+        random_step = statistics.median(self.random)
+        self.inner._env.close()  # noqa: SLF001
+        return BenchRow(
+            algo=self.algo,
+            width=self.width,
+            device=self.device,
+            grad_steps_per_s=1.0 / grad,
+            env_steps_per_s=1.0 / env,
+            gflop_per_step=self.flop_per_step / 1e9,
+            gflops=self.flop_per_step / 1e9 / grad,
+            matmul_gflops=matmul_gflops(self.width, self.device),
+            run_3000_s=RUN_RANDOM * random_step + (RUN_STEPS - RUN_RANDOM) * env,
+        )
+
+
+def bench_algo(algo: str, width: int, device: str, threads: int = 2, steps: int = 200, rounds: int = 1) -> BenchRow:
+    """Measure one algorithm at one width on one device (see module doc)."""
+    with tempfile.TemporaryDirectory() as log_dir:
+        subject = _Subject(algo, width, device, threads, log_dir)
+        for _ in range(rounds):
+            subject.time_round(steps)
+        return subject.row()
 
 
 def bench(
@@ -151,17 +188,35 @@ def bench(
     devices: list[str] | None = None,
     threads: int = 2,
     steps: int = 200,
+    rounds: int = 5,
 ) -> list[BenchRow]:
     """Every algorithm at every width on every device (``cuda`` added when present); ratios to
-    SACLag at the same width and device."""
+    SACLag at the same width and device.
+
+    On a shared machine a single timing drifts by tens of percent from minute to minute, so
+    the algorithms of one width and device are built together and timed in ``rounds``
+    interleaved rounds of ``steps`` steps; each figure is the median over rounds and each
+    ratio the median of the per-round ratios.
+    """
     if devices is None:
         devices = ['cpu'] + (['cuda:0'] if torch.cuda.is_available() else [])
-    rows = [bench_algo(a, w, dev, threads, steps) for dev in devices for w in widths for a in algos]
-    for row in rows:
-        ref = next((r for r in rows if r.algo == 'SACLag' and r.width == row.width and r.device == row.device), None)
-        if ref is not None:
-            row.ratio_grad = row.grad_steps_per_s / ref.grad_steps_per_s
-            row.ratio_env = row.env_steps_per_s / ref.env_steps_per_s
+    torch.set_num_threads(threads)
+    rows: list[BenchRow] = []
+    for dev in devices:
+        for width in widths:
+            with tempfile.TemporaryDirectory() as log_dir:
+                subjects = [_Subject(a, width, dev, threads, f'{log_dir}/{a}') for a in algos]
+                for _ in range(rounds):
+                    for subject in subjects:
+                        subject.time_round(steps)
+                group = [subject.row() for subject in subjects]
+                ref = next((s for s in subjects if s.algo == 'SACLag'), None)
+                for subject, row in zip(subjects, group):
+                    if ref is not None:
+                        row.ratio_grad = statistics.median(r / g for r, g in zip(ref.grad, subject.grad))
+                        row.ratio_env = statistics.median(r / e for r, e in zip(ref.env, subject.env))
+                        row.ratio_run = row.run_3000_s / next(r for r in group if r.algo == 'SACLag').run_3000_s
+                rows.extend(group)
     return rows
 
 
@@ -176,14 +231,15 @@ def format_table(rows: list[BenchRow]) -> str:
     lines = [
         head,
         '',
-        '| algo | width | device | grad steps/s | env steps/s | vs SACLag (grad / env) | GFLOP/step | GFLOP/s | matmul GFLOP/s |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| algo | width | device | grad steps/s | env steps/s | speed vs SACLag (grad / env) | 3000-step run (s) | run time / SACLag\'s | GFLOP/step | GFLOP/s | matmul GFLOP/s |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
         d = asdict(r)
         lines.append(
             f"| {d['algo']} | {d['width']} | {d['device']} | {d['grad_steps_per_s']:.1f} | {d['env_steps_per_s']:.1f} | "
-            f"{d['ratio_grad']:.2f} / {d['ratio_env']:.2f} | {d['gflop_per_step']:.3f} | {d['gflops']:.1f} | "
+            f"{d['ratio_grad']:.2f} / {d['ratio_env']:.2f} | {d['run_3000_s']:.1f} | {d['ratio_run']:.2f} | "
+            f"{d['gflop_per_step']:.3f} | {d['gflops']:.1f} | "
             f"{d['matmul_gflops']:.1f} |",
         )
     return '\n'.join(lines)

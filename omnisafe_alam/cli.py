@@ -99,12 +99,13 @@ def bench_command(
     widths: list[int] = typer.Option([64, 256], help='hidden layer widths (repeat)'),
     device: list[str] = typer.Option(None, help='devices (repeat; default: cpu, and cuda:0 when present)'),
     threads: int = typer.Option(2, help='torch threads'),
-    steps: int = typer.Option(200, help='timed steps per measurement'),
+    steps: int = typer.Option(200, help='timed steps per round'),
+    rounds: int = typer.Option(5, help='interleaved rounds (figures are medians over rounds)'),
 ) -> None:
     """Gradient and env steps/s against OmniSafe's SACLag, with GFLOP/s against a matmul."""
     from omnisafe_alam.bench import bench, format_table
 
-    typer.echo(format_table(bench(algos, widths, device or None, threads, steps)))
+    typer.echo(format_table(bench(algos, widths, device or None, threads, steps, rounds)))
 
 
 @app.command('resume')

@@ -8,11 +8,13 @@ from omnisafe_alam.bench import bench, format_table
 
 
 def test_bench_rows_ratios_and_flop_counts() -> None:
-    rows = bench(['SACLag', 'SACALaM'], [16], ['cpu'], threads=1, steps=3)
+    rows = bench(['SACLag', 'SACALaM'], [16], ['cpu'], threads=1, steps=4, rounds=2)
     saclag, sacalam = rows
     assert (saclag.algo, sacalam.algo) == ('SACLag', 'SACALaM')
-    assert saclag.ratio_grad == 1.0 and saclag.ratio_env == 1.0
-    assert sacalam.ratio_grad == pytest.approx(sacalam.grad_steps_per_s / saclag.grad_steps_per_s)
+    assert saclag.ratio_grad == 1.0 and saclag.ratio_env == 1.0 and saclag.ratio_run == 1.0
+    # the 3000-step projection: 500 random steps and 2500 policy steps with updates
+    assert sacalam.run_3000_s > 2500 / sacalam.env_steps_per_s
+    assert sacalam.ratio_run == pytest.approx(sacalam.run_3000_s / saclag.run_3000_s)
     # SACALaM does strictly more arithmetic per step: twin cost critics on K=5 policy samples,
     # a second critic pair, the multiplier network (counted by torch's flop counter)
     assert sacalam.gflop_per_step > 2 * saclag.gflop_per_step > 0

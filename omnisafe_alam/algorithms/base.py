@@ -130,33 +130,145 @@ class StatewiseOffPolicy(SAC):
             self._logger.register_key(key)
         self._use_foreach_optimizers()
 
-    def _fit_twin_critic(
+    # ------------------------------------------------------------ gradient step
+    def _cost_critic_target(
         self,
-        name: str,
-        critic: nn.Module,
-        optimizer: optim.Optimizer,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        target: torch.Tensor,
-    ) -> None:
-        """One regression step of twin critics toward ``target`` (MSE summed over the twins).
+        cost: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> tuple[str, nn.Module, optim.Optimizer, torch.Tensor]:
+        """``(name, twin critics, their optimizer, regression target)`` of the cost-critic slot."""
+        raise NotImplementedError
 
-        With OmniSafe's optional weight norm (``use_critic_norm``) and gradient clipping
-        (``max_grad_norm``); logged under OmniSafe's cost-critic keys (``Loss/Loss_cost_critic``,
-        ``Value/cost_critic``: the first twin's batch mean). Stops at a non-finite loss, naming it.
-        """
+    def _twin_loss(self, name: str, critic: nn.Module, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MSE of twin critics toward ``target`` summed over the twins (plus OmniSafe's optional
+        weight norm, ``use_critic_norm``), and the first twin's values. Stops at a non-finite
+        loss, naming it."""
         q1, q2 = critic(obs, action)
         loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
         if self._cfgs.algo_cfgs.use_critic_norm:
             for param in critic.parameters():
                 loss += param.pow(2).sum() * self._cfgs.algo_cfgs.critic_norm_coeff
         _check_finite(name, loss)
+        return loss, q1
+
+    def _reward_critic_target(self, reward: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """SAC's soft target (OmniSafe's ``SAC._update_reward_critic``, the same operations)."""
+        with torch.no_grad():
+            actor = self._actor_critic.actor
+            next_action = actor.predict(next_obs, deterministic=False)
+            next_logp = actor.log_prob(next_action)
+            next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
+            next_q = torch.min(next_q1, next_q2) - next_logp * self._alpha
+            return reward + self._cfgs.algo_cfgs.gamma * (1 - done) * next_q
+
+    def _update_cost_critic(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        cost: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        """Reference path: one regression step of the cost-critic slot on its own.
+
+        :meth:`_update` runs :meth:`_update_critics` instead; this step (with OmniSafe's
+        ``_update_reward_critic`` before it) is what the test of the fast path compares with.
+        """
+        name, critic, optimizer, target = self._cost_critic_target(cost, done, next_obs)
+        loss, q1 = self._twin_loss(name, critic, obs, action, target)
         optimizer.zero_grad()
         loss.backward()
         if self._cfgs.algo_cfgs.max_grad_norm:
             clip_grad_norm_(critic.parameters(), self._cfgs.algo_cfgs.max_grad_norm)
         optimizer.step()
         self._logger.store({'Loss/Loss_cost_critic': loss.item(), 'Value/cost_critic': q1.mean().item()})
+
+    def _update_critics(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        cost: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        """Both critic regressions in one backward pass: the same numbers, bit for bit, as
+        OmniSafe's ``_update_reward_critic`` followed by :meth:`_update_cost_critic`.
+
+        The two losses share no parameters and neither target reads the other's critics, so
+        the gradient of their sum is each loss's own gradient (times exactly 1.0), and the
+        targets draw their policy samples in the same order as the two separate steps.
+        """
+        reward_target = self._reward_critic_target(reward, done, next_obs)
+        name, cost_critic, cost_optimizer, cost_target = self._cost_critic_target(cost, done, next_obs)
+        reward_critic = self._actor_critic.reward_critic
+        reward_optimizer = self._actor_critic.reward_critic_optimizer
+        reward_loss, reward_q1 = self._twin_loss('reward critic loss', reward_critic, obs, action, reward_target)
+        cost_loss, cost_q1 = self._twin_loss(name, cost_critic, obs, action, cost_target)
+        reward_optimizer.zero_grad()
+        cost_optimizer.zero_grad()
+        (reward_loss + cost_loss).backward()
+        max_norm = self._cfgs.algo_cfgs.max_grad_norm
+        for params, optimizer in ((self._params(reward_critic), reward_optimizer), (self._params(cost_critic), cost_optimizer)):
+            if max_norm:
+                clip_grad_norm_(params, max_norm)
+            optimizer.step()
+        self._logger.store(
+            {
+                'Loss/Loss_reward_critic': reward_loss.item(),
+                'Value/reward_critic': reward_q1.mean().item(),
+                'Loss/Loss_cost_critic': cost_loss.item(),
+                'Value/cost_critic': cost_q1.mean().item(),
+            },
+        )
+
+    def _params(self, module: nn.Module) -> list[nn.Parameter]:
+        """A module's parameters, listed once (walking modules every step is measurable)."""
+        cache: dict[int, list[nn.Parameter]] = self.__dict__.setdefault('_param_lists', {})
+        if id(module) not in cache:
+            cache[id(module)] = list(module.parameters())
+        return cache[id(module)]
+
+    def _update(self) -> None:
+        """OmniSafe's ``DDPG._update`` with :meth:`_update_critics` (one backward for both)."""
+        algo = self._cfgs.algo_cfgs
+        for _ in range(algo.update_iters):
+            data = self._buf.sample_batch()
+            self._update_count += 1
+            self._update_critics(data['obs'], data['act'], data['reward'], data['cost'], data['done'], data['next_obs'])
+            if self._update_count % algo.policy_delay == 0:
+                self._update_actor(data['obs'])
+                self._actor_critic.polyak_update(algo.polyak)
+
+    def _update_actor(self, obs: torch.Tensor) -> None:
+        """SAC's actor and temperature steps (OmniSafe's, the same numbers), critics frozen.
+
+        The critics' parameters are frozen during the actor step: the policy loss only needs
+        gradients with respect to the actor, and skipping the (discarded) critic weight
+        gradients saves a large part of the step. The temperature's gradient
+        ``-E[log pi + H_target]`` is written directly instead of a backward pass through
+        ``-log_alpha * E[...]`` (the same float).
+        """
+        actor = self._actor_critic.actor
+        with self._frozen_critics():
+            loss = self._loss_pi(obs)
+            self._actor_critic.actor_optimizer.zero_grad()
+            loss.backward()
+        if self._cfgs.algo_cfgs.max_grad_norm:
+            clip_grad_norm_(self._params(actor), self._cfgs.algo_cfgs.max_grad_norm)
+        self._actor_critic.actor_optimizer.step()
+        self._logger.store({'Loss/Loss_pi': loss.item()})
+        if self._cfgs.algo_cfgs.auto_alpha:
+            with torch.no_grad():
+                action = actor.predict(obs, deterministic=False)
+                mean_term = (actor.log_prob(action) + self._target_entropy).mean()
+                alpha_loss = -self._log_alpha * mean_term
+            self._alpha_optimizer.zero_grad()
+            self._log_alpha.grad = (-mean_term).expand_as(self._log_alpha).clone()
+            self._alpha_optimizer.step()
+            self._logger.store({'Loss/alpha_loss': alpha_loss.item()})
+        self._logger.store({'Value/alpha': self._alpha})
 
     # ------------------------------------------------------------ training loop and full state
     #: counters (attributes) that belong to the training state; subclasses extend the tuple
@@ -530,15 +642,13 @@ class StatewiseSAC(StatewiseOffPolicy):
         raise NotImplementedError
 
     # ------------------------------------------------------------ losses and updates
-    def _update_cost_critic(
+    def _cost_critic_target(
         self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
         cost: torch.Tensor,
         done: torch.Tensor,
         next_obs: torch.Tensor,
-    ) -> None:
-        """Twin cost critics toward the pessimistic target (see class doc)."""
+    ) -> tuple[str, nn.Module, optim.Optimizer, torch.Tensor]:
+        """The twin cost critics' pessimistic target (see class doc)."""
         if self._cfgs.alam_cfgs.cost_indicator:
             cost = (cost > 0).float()
         with torch.no_grad():
@@ -554,14 +664,7 @@ class StatewiseSAC(StatewiseOffPolicy):
                 pessimism=alam.cost_target_pessimism,
                 value_max=alam.cost_max / (1.0 - gamma) if alam.cost_max > 0 else math.inf,
             )
-        self._fit_twin_critic(
-            'cost critic loss',
-            self._actor_critic.cost_critic,
-            self._actor_critic.cost_critic_optimizer,
-            obs,
-            action,
-            target,
-        )
+        return 'cost critic loss', self._actor_critic.cost_critic, self._actor_critic.cost_critic_optimizer, target
 
     def _loss_pi(self, obs: torch.Tensor) -> torch.Tensor:
         r"""SAC's policy loss plus the variant's constraint penalty (Eq. 16 for ALaM).
@@ -599,8 +702,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         No dual cycle runs until ``epoch > algo_cfgs.warmup_epochs``, exactly as OmniSafe's
         SACLag and SACPID gate their multiplier (so 0 still skips epoch 0).
         """
-        with self._frozen_critics():
-            super()._update_actor(obs)
+        super()._update_actor(obs)
         self._policy_steps += 1
         if self._dual_cycle_due():
             self._dual_cycle(obs)

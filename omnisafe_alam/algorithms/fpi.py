@@ -87,25 +87,21 @@ class SACFPI(StatewiseOffPolicy):
             return self._g(obs, self._actor_critic.actor.predict(obs, deterministic=False))
 
     # ------------------------------------------------------------ updates
-    def _update_cost_critic(
+    def _cost_critic_target(
         self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
         cost: torch.Tensor,
         done: torch.Tensor,
         next_obs: torch.Tensor,
-    ) -> None:
-        """Twin CDF critics toward FPI's risky Bellman target (OmniSafe calls this slot the cost critic)."""
+    ) -> tuple[str, nn.Module, torch.optim.Optimizer, torch.Tensor]:
+        """FPI's risky Bellman target for the twin CDF critics (OmniSafe's cost-critic slot)."""
         with torch.no_grad():
             next_action = self._actor_critic.actor.predict(next_obs, deterministic=False)
             g_next = torch.stack(self._actor_critic.target_feasibility_critic(next_obs, next_action))
             target = F.fpi_cdf_target(cost, done, g_next, self._cfgs.algo_cfgs.gamma)
-        self._fit_twin_critic(
+        return (
             'feasibility critic loss',
             self._actor_critic.feasibility_critic,
             self._actor_critic.feasibility_critic_optimizer,
-            obs,
-            action,
             target,
         )
 
@@ -126,11 +122,6 @@ class SACFPI(StatewiseOffPolicy):
             },
         )
         return loss
-
-    def _update_actor(self, obs: torch.Tensor) -> None:
-        """SAC's actor and alpha step, with the critics' parameters frozen (no wasted gradients)."""
-        with self._frozen_critics():
-            super()._update_actor(obs)
 
     def _log_when_not_update(self) -> None:
         super()._log_when_not_update()
