@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ['BenchRow', 'bench', 'bench_algo', 'format_table', 'matmul_gflops']
+__all__ = ['BenchRow', 'bench', 'bench_algo', 'format_table', 'matmul_gflops', 'parse_subject']
 
 ENV_ID = 'SafetyPointGoal1-v0'
 RUN_STEPS, RUN_RANDOM = 3000, 500
@@ -75,10 +75,36 @@ def matmul_gflops(width: int, device: str, batch: int = 2560, repeats: int = 50)
     return 2.0 * batch * width * width / seconds / 1e9
 
 
-def _build(algo: str, width: int, device: str, threads: int, log_dir: str, fill: int) -> Any:
+def parse_subject(name: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``ALGO`` or ``ALGO@group.key=value[,group.key=value]``: an algorithm with overrides.
+
+    >>> parse_subject('SACALaM@algo_cfgs.policy_delay=2')
+    ('SACALaM', {'algo_cfgs': {'policy_delay': 2}})
+    """
+    algo, _, spec = name.partition('@')
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in filter(None, spec.split(',')):
+        key, sep, value = item.partition('=')
+        group, dot, leaf = key.partition('.')
+        if not (sep and dot and group and leaf):
+            raise ValueError(f'override {item!r} in {name!r} must look like group.key=value')
+        try:
+            parsed: Any = int(value)
+        except ValueError:
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = value
+        overrides.setdefault(group, {})[leaf] = parsed
+    return algo, overrides
+
+
+def _build(name: str, width: int, device: str, threads: int, log_dir: str, fill: int) -> Any:
     import omnisafe
 
     import omnisafe_alam
+
+    algo, overrides = parse_subject(name)
 
     cfgs: dict[str, Any] = {
         'seed': 0,
@@ -89,6 +115,8 @@ def _build(algo: str, width: int, device: str, threads: int, log_dir: str, fill:
     }
     if algo in omnisafe_alam.PLUGIN_ALGORITHMS and algo != 'SACFPI':
         cfgs['alam_cfgs'] = {'multiplier_hidden_sizes': [width, width]}
+    for group, values in overrides.items():
+        cfgs.setdefault(group, {}).update(values)
     inner = omnisafe.Agent(algo, ENV_ID, custom_cfgs=cfgs).agent
     inner._env.rollout(  # noqa: SLF001
         rollout_step=fill,

@@ -95,7 +95,10 @@ def riskmap_command(
 
 @app.command('bench')
 def bench_command(
-    algos: list[str] = typer.Option(['SACLag', 'SACALaM', 'SACLagNet'], help='algorithms (repeat)'),
+    algos: list[str] = typer.Option(
+        ['SACLag', 'SACALaM', 'SACLagNet'],
+        help='algorithms (repeat); ALGO@group.key=value,... adds config overrides',
+    ),
     widths: list[int] = typer.Option([64, 256], help='hidden layer widths (repeat)'),
     device: list[str] = typer.Option(None, help='devices (repeat; default: cpu, and cuda:0 when present)'),
     threads: int = typer.Option(2, help='torch threads'),

@@ -21,3 +21,15 @@ def test_bench_rows_ratios_and_flop_counts() -> None:
     table = format_table(rows)
     assert '| SACALaM | 16 | cpu |' in table and 'matmul GFLOP/s' in table
 
+
+
+def test_subjects_with_overrides_parse_or_name_the_mistake() -> None:
+    from omnisafe_alam.bench import parse_subject
+
+    assert parse_subject('SACLag') == ('SACLag', {})
+    assert parse_subject('SACALaM@algo_cfgs.policy_delay=2,alam_cfgs.K=3') == (
+        'SACALaM',
+        {'algo_cfgs': {'policy_delay': 2}, 'alam_cfgs': {'K': 3}},
+    )
+    with pytest.raises(ValueError, match='must look like group.key=value'):
+        parse_subject('SACALaM@policy_delay=2')

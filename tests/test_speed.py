@@ -1,0 +1,122 @@
+"""The fast paths compute exactly what the plain reference paths compute (issue 9, item 4).
+
+Two copies of an algorithm are built from the same seed; one takes the fast step, the other
+the reference step, on the same batch and the same RNG stream; every updated parameter, every
+optimizer state and every logged value must agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omnisafe.algorithms.off_policy.sac import SAC
+from torch import nn
+
+from conftest import build_algo
+
+
+def _pair(algo: str, tmp_path: Path) -> tuple[Any, Any]:
+    return build_algo(algo, tmp_path / 'fast'), build_algo(algo, tmp_path / 'reference')
+
+
+def _state(algo: Any) -> dict[str, torch.Tensor]:
+    from omnisafe_alam.algorithms.base import _training_parts
+
+    modules, optimizers, _ = _training_parts(algo)
+    out = {f'{n}.{k}': v for n, m in modules.items() for k, v in m.state_dict().items()}
+    for name, opt in optimizers.items():
+        for idx, state in opt.state_dict()['state'].items():
+            out.update({f'{name}.{idx}.{k}': v for k, v in state.items() if isinstance(v, torch.Tensor)})
+    out['log_alpha'] = algo._log_alpha.detach()
+    return out
+
+
+def _assert_identical(a: Any, b: Any) -> None:
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def _logged(algo: Any) -> dict[str, list[float]]:
+    return {k: list(v) for k, v in algo._logger._data.items() if len(v)}
+
+
+@pytest.mark.parametrize('algo_name', ['SACALaM', 'SACFPI'])
+def test_one_backward_for_both_critics_equals_the_two_separate_steps(algo_name: str, tmp_path: Path) -> None:
+    fast, reference = _pair(algo_name, tmp_path)
+    _assert_identical(fast, reference)
+    data = fast._buf.sample_batch()
+    batch = (data['obs'], data['act'], data['reward'], data['cost'], data['done'], data['next_obs'])
+    obs, act, reward, cost, done, next_obs = batch
+    for _ in range(3):  # Adam's moments matter from the second step on
+        torch.manual_seed(7)
+        fast._update_critics(*batch)
+        torch.manual_seed(7)
+        SAC._update_reward_critic(reference, obs, act, reward, done, next_obs)
+        reference._update_cost_critic(obs, act, cost, done, next_obs)
+    _assert_identical(fast, reference)
+    assert _logged(fast) == _logged(reference)
+    # and the steps moved both critics
+    fresh = _state(build_algo(algo_name, tmp_path / 'fresh'))
+    moved = {k.split('.')[1] for k, v in _state(fast).items() if k.startswith('_actor_critic.') and not torch.equal(v, fresh[k])}
+    assert 'reward_critic' in moved and ({'cost_critic', 'feasibility_critic'} & moved)
+
+
+@pytest.mark.parametrize('algo_name', ['SACALaM', 'SACFPI'])
+def test_written_temperature_gradient_equals_autograd(algo_name: str, tmp_path: Path) -> None:
+    from omnisafe_alam.algorithms.base import StatewiseOffPolicy
+
+    fast, reference = _pair(algo_name, tmp_path)
+    obs = fast._buf.sample_batch()['obs']
+    for _ in range(3):
+        torch.manual_seed(11)
+        StatewiseOffPolicy._update_actor(fast, obs)
+        torch.manual_seed(11)
+        with reference._frozen_critics():
+            SAC._update_actor(reference, obs)  # OmniSafe's actor step, then alpha by autograd
+    _assert_identical(fast, reference)
+    assert _logged(fast) == _logged(reference)
+    assert float(fast._log_alpha.detach()) != 0.0  # the temperature moved
+
+
+def test_foreach_polyak_equals_the_per_tensor_formula() -> None:
+    from omnisafe_alam.models import PolyakPairs, polyak_step
+
+    torch.manual_seed(0)
+    sources = [nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)) for _ in range(2)]
+    targets = [copy.deepcopy(s) for s in sources]
+    for t in targets:
+        for p in t.parameters():
+            p.data.normal_()
+    reference = copy.deepcopy(targets)
+    pairs = PolyakPairs(*zip(sources, targets))
+    for tau in (0.005, 0.05, 0.3):
+        pairs.step(tau)
+        for s, r in zip(sources, reference):
+            polyak_step(s, r, tau)
+    for t, r in zip(targets, reference):
+        for a, b in zip(t.parameters(), r.parameters()):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match='same parameter shapes'):
+        PolyakPairs((sources[0], nn.Linear(5, 3)))
+
+
+def test_foreach_adam_equals_the_per_tensor_loop() -> None:
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1)) for _ in range(1)]
+    nets.append(copy.deepcopy(nets[0]))
+    opts = [torch.optim.Adam(nets[0].parameters(), lr=1e-3), torch.optim.Adam(nets[1].parameters(), lr=1e-3, foreach=True)]
+    for _ in range(20):
+        x = torch.randn(32, 6)
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(nets[0][0].weight, copy.deepcopy(nets[0])[0].weight * 0)  # trained, nonzero
