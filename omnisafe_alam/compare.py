@@ -256,17 +256,24 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for record in records:
-        row = {'env_id': record.env_id, 'algo': record.algo, 'seed': record.seed, **_final_stats(record, last_frac)}
+        row = {
+            'env_id': record.env_id,
+            'algo': record.algo,
+            'seed': record.seed,
+            # the run's final TotalEnvSteps: what budget each row stands for
+            'steps': int(record.progress['TotalEnvSteps'].iloc[-1]),
+            **_final_stats(record, last_frac),
+        }
         if eval_episodes > 0:
             row.update(evaluate_unsafe_steps(record, eval_episodes))
         rows.append(row)
     per_run = pd.DataFrame(rows)
     per_run.to_csv(out / 'per_run.csv', index=False)
 
-    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed')]
+    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps')]
     table_rows = []
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
-        row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group)}
+        row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
             mean, half = mean_ci95(group[metric])
             row[metric] = 'n/a' if np.isnan(mean) else (f'{mean:.2f}' if np.isnan(half) else f'{mean:.2f} ± {half:.2f}')

@@ -118,6 +118,32 @@ def test_two_vector_envs_do_not_hang(tmp_path: Path) -> None:
     assert progress['TotalEnvSteps'].tolist() == [199, 399]
 
 
+@pytest.mark.parametrize(('keep', 'updates', 'rows'), [(True, 2, 32), (False, 1, 64)])
+def test_vector_envs_keep_the_update_ratio_and_batch(tmp_path: Path, keep: bool, updates: int, rows: int) -> None:
+    """Two envs: per vector step two gradient steps on 32 transitions (one env's ratio and batch),
+    or OmniSafe's one step on 2 x 32 when ``keep_update_ratio`` is off."""
+    from conftest import build_algo
+
+    algo = build_algo(
+        'SACALaM',
+        tmp_path,
+        env_id='StatewiseLimit-v0',
+        train_cfgs={'vector_env_nums': 2},
+        algo_cfgs={'keep_update_ratio': keep},
+    )
+    assert algo._buf.sample_batch()['obs'].shape[0] == rows
+    before = algo._update_count
+    algo._update()
+    assert algo._update_count - before == updates
+
+
+def test_vector_envs_need_a_batch_they_divide(tmp_path: Path) -> None:
+    from conftest import build_algo
+
+    with pytest.raises(ValueError, match='batch_size=33 must be divisible by train_cfgs.vector_env_nums=2'):
+        build_algo('SACALaM', tmp_path, env_id='StatewiseLimit-v0', train_cfgs={'vector_env_nums': 2}, algo_cfgs={'batch_size': 33})
+
+
 @pytest.mark.parametrize(
     ('key', 'value', 'named'),
     [

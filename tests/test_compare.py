@@ -84,11 +84,12 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
         assert (result / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     per_run = pd.read_csv(result / 'per_run.csv')
     assert sorted(per_run['algo']) == ['SACALaM', 'SACALaM', 'SACLag', 'SACLag']
+    assert (per_run['steps'] == 600).all()  # each run's final TotalEnvSteps
     assert per_run['eval_unsafe_steps'].between(0, 1).all()  # one-decision episodes
     assert per_run.loc[per_run.algo == 'SACALaM', 'unsafe_steps'].notna().all()
     assert (per_run['multiplier_tv_2nd_half'] >= 0).all()  # SACLag's scalar multiplier too
     table = (result / 'comparison.md').read_text()
-    assert '| StatewiseLimit-v0 | SACALaM | 2 |' in table and '±' in table
+    assert '| StatewiseLimit-v0 | SACALaM | 2 | 600 |' in table and '±' in table
 
 
 def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:

@@ -24,14 +24,15 @@ import torch
 
 from conftest import BIN, REPO, run_cli
 
-EPOCH = 300
+EPOCH = 200
+WARMUP = 100  # start_learning_steps
 
 
 def _cfgs(log_dir: Path, algo: str, epochs: int, **checkpoint: Any) -> dict[str, Any]:
     cfgs: dict[str, Any] = {
         'seed': 0,
         'train_cfgs': {'total_steps': EPOCH * epochs, 'torch_threads': 1},
-        'algo_cfgs': {'steps_per_epoch': EPOCH, 'start_learning_steps': 150, 'batch_size': 32, 'size': 5000},
+        'algo_cfgs': {'steps_per_epoch': EPOCH, 'start_learning_steps': WARMUP, 'batch_size': 32, 'size': 5000},
         'logger_cfgs': {'log_dir': str(log_dir), 'use_tensorboard': True, 'save_model_freq': 1},
         'model_cfgs': {'actor': {'hidden_sizes': [16, 16]}, 'critic': {'hidden_sizes': [16, 16]}},
         'checkpoint_cfgs': {'state_freq': 1, 'keep_last': 10, **checkpoint},
@@ -134,9 +135,9 @@ def test_sigterm_mid_episode_saves_and_resume_continues_exactly(reference: Any, 
 
     def update_then_signal(self: Any) -> None:
         original(self)
-        # update k runs at env step k + 150: this is step 2 * EPOCH + 17, in epoch 2's 18th
+        # update k runs at env step k + WARMUP: this is step 2 * EPOCH + 17, in epoch 2's 18th
         # step and in the middle of a 50-step episode
-        if self._update_count == 2 * EPOCH - 150 + 17:
+        if self._update_count == 2 * EPOCH - WARMUP + 17:
             os.kill(os.getpid(), signal.SIGTERM)
 
     inner._update = update_then_signal.__get__(inner)
@@ -289,8 +290,8 @@ def test_without_the_buffer_the_checkpoint_is_small_and_training_refills(tmp_pat
     run = _run_dir(tmp_path / 'without')
     agent = build_resumed(run, total_steps=2 * EPOCH)
     before = agent._update_count
-    assert before == EPOCH - 150 - 1  # steps 151..299 of the first epoch updated
+    assert before == EPOCH - WARMUP - 1  # steps WARMUP + 1 .. EPOCH - 1 of the first epoch updated
     agent.learn()
-    # no update until the policy had put 150 transitions back (the 150th store allows one)
-    assert agent._update_count - before == EPOCH - 150 + 1
+    # no update until the policy had put WARMUP transitions back (the last store allows one)
+    assert agent._update_count - before == EPOCH - WARMUP + 1
     assert _rows(run)['Train/Epoch'].tolist() == [0, 1]

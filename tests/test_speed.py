@@ -19,8 +19,11 @@ from torch import nn
 from conftest import build_algo
 
 
+ENV = 'StatewiseBraking-v0'  # builds in milliseconds; the paths do not depend on the task
+
+
 def _pair(algo: str, tmp_path: Path) -> tuple[Any, Any]:
-    return build_algo(algo, tmp_path / 'fast'), build_algo(algo, tmp_path / 'reference')
+    return build_algo(algo, tmp_path / 'fast', env_id=ENV), build_algo(algo, tmp_path / 'reference', env_id=ENV)
 
 
 def _state(algo: Any) -> dict[str, torch.Tensor]:
@@ -62,7 +65,7 @@ def test_one_backward_for_both_critics_equals_the_two_separate_steps(algo_name: 
     _assert_identical(fast, reference)
     assert _logged(fast) == _logged(reference)
     # and the steps moved both critics
-    fresh = _state(build_algo(algo_name, tmp_path / 'fresh'))
+    fresh = _state(build_algo(algo_name, tmp_path / 'fresh', env_id=ENV))
     moved = {k.split('.')[1] for k, v in _state(fast).items() if k.startswith('_actor_critic.') and not torch.equal(v, fresh[k])}
     assert 'reward_critic' in moved and ({'cost_critic', 'feasibility_critic'} & moved)
 

@@ -81,6 +81,22 @@ class StatewiseOffPolicy(SAC):
     def _init(self) -> None:
         super()._init()
         self._env.configure_risk(**self._risk_settings())
+        algo = self._cfgs.algo_cfgs
+        num_envs = self._cfgs.train_cfgs.vector_env_nums
+        #: gradient steps per gradient phase (see ``algo_cfgs.keep_update_ratio``)
+        self._updates_per_phase = algo.update_iters
+        if num_envs > 1 and algo.keep_update_ratio:
+            # OmniSafe's vector buffer samples batch_size rows *per env* and the loop takes
+            # update_iters steps per vector step: N envs would mean an N-times larger batch and
+            # N-times fewer gradient steps per env step (and a dual cycle N-times rarer in env
+            # steps). Keep one env's batch and ratio instead.
+            if algo.batch_size % num_envs:
+                raise ValueError(
+                    f'algo_cfgs.batch_size={algo.batch_size} must be divisible by '
+                    f'train_cfgs.vector_env_nums={num_envs} with algo_cfgs.keep_update_ratio',
+                )
+            self._buf._batch_size = algo.batch_size // num_envs  # noqa: SLF001
+            self._updates_per_phase = algo.update_iters * num_envs
 
     def _risk_settings(self) -> dict[str, Any]:
         """Keyword arguments of :meth:`StatewiseOffPolicyAdapter.configure_risk`."""
@@ -231,9 +247,10 @@ class StatewiseOffPolicy(SAC):
         return cache[id(module)]
 
     def _update(self) -> None:
-        """OmniSafe's ``DDPG._update`` with :meth:`_update_critics` (one backward for both)."""
+        """OmniSafe's ``DDPG._update`` with :meth:`_update_critics` (one backward for both), and
+        ``algo_cfgs.keep_update_ratio``'s number of steps with vector envs (see :meth:`_init`)."""
         algo = self._cfgs.algo_cfgs
-        for _ in range(algo.update_iters):
+        for _ in range(self._updates_per_phase):
             data = self._buf.sample_batch()
             self._update_count += 1
             self._update_critics(data['obs'], data['act'], data['reward'], data['cost'], data['done'], data['next_obs'])
