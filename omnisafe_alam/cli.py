@@ -1,7 +1,7 @@
 """``omnisafe-alam`` / ``python -m omnisafe_alam``: OmniSafe's CLI with the plugin registered.
 
 Every ``omnisafe`` sub-command (train, benchmark, eval, analyze-grid, ...) is available as is,
-plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``,
+plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``, ``grid``,
 ``resume``.
 """
 
@@ -51,7 +51,7 @@ def compare_runs(
     last_frac: float = typer.Option(0.1, help='final fraction of epochs averaged for the table'),
     eval_episodes: int = typer.Option(0, help='deterministic episodes per run to count unsafe steps'),
 ) -> None:
-    """Learning curves with 95% CIs, the normalised summary and a markdown table of runs."""
+    """Learning curves per seed, the normalised summary, the stability panel and a table of runs."""
     from omnisafe_alam.compare import compare
 
     outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes)
@@ -109,6 +109,28 @@ def bench_command(
     from omnisafe_alam.bench import bench, format_table
 
     typer.echo(format_table(bench(algos, widths, device or None, threads, steps, rounds)))
+
+
+@app.command('grid')
+def grid_command(
+    grid_file: Path = typer.Argument(..., help='grid YAML (OmniSafe benchmark format: key: [values])'),
+    log_dir: Path = typer.Option(Path('runs/grid'), help='where each run gets its fixed directory'),
+    jobs: int = typer.Option(1, help='runs at a time (each uses train_cfgs:torch_threads threads)'),
+    dry_run: bool = typer.Option(False, help='only list each run and what would be done'),
+) -> None:
+    """Run a grid, or continue it: finished runs skipped, checkpointed ones resumed."""
+    from omnisafe_alam.grid import GridError, run_grid
+
+    if jobs < 1:
+        typer.echo(f'error: --jobs must be at least 1, got {jobs}', err=True)
+        raise typer.Exit(2)
+    try:
+        failed = run_grid(grid_file, log_dir, jobs=jobs, dry_run=dry_run, echo=typer.echo)
+    except GridError as error:
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command('resume')

@@ -1,11 +1,13 @@
 """Turn finished runs (a benchmark grid, or any tree of OmniSafe run directories) into the
-paper's comparison: learning curves with 95% intervals across seeds (Fig. 3 style), the
-normalised return-vs-cost summary over tasks from the last 10% of training (Fig. 2 style), and a
-markdown table.
+paper's comparison: learning curves (Fig. 3 style: a thin line per seed, the mean bold, a 95%
+band only from :data:`MIN_SEEDS_FOR_BAND` seeds on), the normalised return-vs-cost summary over
+tasks from the last 10% of training (Fig. 2 style), the training dynamics of SAC-ALaM beside
+SAC-LagNet per seed (Fig. 4 style, ``stability.png``, when either ran) and a markdown table.
 
     omnisafe-alam compare runs/benchmark/my-grid --out runs/compare --eval-episodes 3
 
-What the table reports, per task and algorithm (mean +- 95% CI over seeds, last 10% of epochs):
+What the table reports, per task and algorithm (mean and 95% t-interval over seeds, last 10% of
+epochs; intervals of quantities that cannot be negative are cut at zero):
 
 - ``return`` and ``ep_cost``: OmniSafe's ``Metrics/EpRet`` / ``Metrics/EpCost`` (undiscounted
   episode sums). Episode cost is what OmniSafe's baselines constrain (``cost_limit`` 25 per
@@ -36,7 +38,16 @@ import pandas as pd
 
 from omnisafe_alam.runs import markdown_table, stability_metrics
 
-__all__ = ['RunRecord', 'collect_runs', 'compare', 'mean_ci95', 'normalised_summary', 't_critical_95']
+__all__ = [
+    'RunRecord',
+    'collect_runs',
+    'compare',
+    'format_interval',
+    'interval95',
+    'mean_ci95',
+    'normalised_summary',
+    't_critical_95',
+]
 
 # two-sided 95% Student-t critical values, df = 1..30
 _T95 = [
@@ -63,6 +74,43 @@ def mean_ci95(values: Any) -> tuple[float, float]:
         return float(arr[0]), float('nan')
     sem = arr.std(ddof=1) / np.sqrt(arr.size)
     return float(arr.mean()), float(t_critical_95(arr.size - 1) * sem)
+
+
+#: per-run quantities that cannot be negative: their intervals are cut at zero
+NONNEGATIVE = frozenset(
+    {
+        'ep_cost', 'unsafe_steps', 'multiplier', 'multiplier_max', 'rho', 'ep_cost_std_2nd_half',
+        'multiplier_tv_2nd_half', 'eval_cost', 'eval_unsafe_steps', 'Metrics/EpCost',
+        'Metrics/EpUnsafeSteps',
+    },
+)
+
+#: fewest seeds for which the figures draw a 95% band (below it: the seeds' own lines only)
+MIN_SEEDS_FOR_BAND = 5
+
+#: the paper's Fig. 4 pair: the state-wise multiplier with and without ALaM
+STABILITY_ALGOS = ('SACALaM', 'SACLagNet')
+
+
+def interval95(values: Any, nonnegative: bool = False) -> tuple[float, float, float]:
+    """Mean and 95% t-interval ``(mean, low, high)`` over seeds; ``low`` is cut at 0 for a
+    quantity that cannot be negative (an interval is a statement about where the mean can be).
+    NaN bounds for a single value."""
+    mean, half = mean_ci95(values)
+    low, high = mean - half, mean + half
+    if nonnegative and not np.isnan(low):
+        low = max(low, 0.0)
+    return mean, low, high
+
+
+def format_interval(values: Any, nonnegative: bool = False) -> str:
+    """``mean [low, high]`` (or the mean alone for one seed, ``n/a`` for none)."""
+    mean, low, high = interval95(values, nonnegative)
+    if np.isnan(mean):
+        return 'n/a'
+    if np.isnan(low):
+        return f'{mean:.2f}'
+    return f'{mean:.2f} [{low:.2f}, {high:.2f}]'
 
 
 @dataclass
@@ -189,7 +237,9 @@ def normalised_summary(per_run: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _curves(records: list[RunRecord], out: Path) -> Path:
+def _curves(records: list[RunRecord], out: Path, min_band: int = MIN_SEEDS_FOR_BAND) -> Path:
+    """Episode cost and return over training: one thin line per seed, the mean bold, a 95% band
+    only with at least ``min_band`` seeds (never below zero for cost)."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -197,7 +247,9 @@ def _curves(records: list[RunRecord], out: Path) -> Path:
 
     envs = sorted({r.env_id for r in records})
     algos = list(dict.fromkeys(r.algo for r in records))
-    fig, axes = plt.subplots(2, len(envs), figsize=(5 * len(envs), 7), squeeze=False)
+    colours = {algo: f'C{i % 10}' for i, algo in enumerate(algos)}
+    keys = (('Metrics/EpCost', 'episode cost'), ('Metrics/EpRet', 'episode return'))
+    fig, axes = plt.subplots(len(keys), len(envs), figsize=(max(8.0, 6 * len(envs)), 7.5), squeeze=False)
     for col, env_id in enumerate(envs):
         for algo in algos:
             runs = [r for r in records if r.env_id == env_id and r.algo == algo]
@@ -205,25 +257,81 @@ def _curves(records: list[RunRecord], out: Path) -> Path:
                 continue
             length = min(len(r.progress) for r in runs)
             steps = runs[0].progress['TotalEnvSteps'].to_numpy()[:length]
-            for row, key in enumerate(('Metrics/EpCost', 'Metrics/EpRet')):
-                values = np.stack([r.progress[key].to_numpy()[:length] for r in runs])
-                stats = [mean_ci95(values[:, i]) for i in range(length)]
-                mean = np.array([m for m, _ in stats])
-                half = np.nan_to_num(np.array([h for _, h in stats]))
+            for row, (key, _) in enumerate(keys):
                 ax = axes[row][col]
-                ax.plot(steps, mean, label=f'{algo} (n={len(runs)})')
-                ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+                for r in runs:
+                    ax.plot(r.progress['TotalEnvSteps'], r.progress[key], color=colours[algo], lw=0.6, alpha=0.35)
+                values = np.stack([r.progress[key].to_numpy()[:length] for r in runs])
+                ax.plot(steps, values.mean(axis=0), color=colours[algo], lw=1.8, label=f'{algo} (n={len(runs)})')
+                if len(runs) >= min_band:
+                    bands = np.array([interval95(values[:, i], key in NONNEGATIVE)[1:] for i in range(length)])
+                    ax.fill_between(steps, bands[:, 0], bands[:, 1], color=colours[algo], alpha=0.15)
         axes[0][col].set_title(env_id)
-        axes[0][col].set_ylabel('episode cost')
-        axes[1][col].set_ylabel('episode return')
-        axes[1][col].set_xlabel('environment steps')
+        for row, (key, label) in enumerate(keys):
+            axes[row][col].set_ylabel(label)
+            if key in NONNEGATIVE:
+                axes[row][col].set_ylim(bottom=0)
+        axes[-1][col].set_xlabel('environment steps')
     axes[0][0].legend(fontsize=8)
-    fig.suptitle('mean and 95% CI across seeds')
+    fig.suptitle(
+        f'thin: each seed; bold: mean over seeds'
+        + (f'; band: 95% t-interval (shown from {min_band} seeds on)' if min_band else ''),
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / 'learning_curves.png'
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _stability_plot(records: list[RunRecord], out: Path, algos: tuple[str, ...] = STABILITY_ALGOS) -> Path | None:
+    """Fig. 4: each algorithm's training dynamics side by side, one line per seed: episode return,
+    episode cost and the batch-mean multiplier (with its 90th percentile dashed)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    columns = [
+        (env_id, algo)
+        for env_id in sorted({r.env_id for r in records})
+        for algo in algos
+        if any(r.env_id == env_id and r.algo == algo for r in records)
+    ]
+    if not columns:
+        return None
+    rows = (('Metrics/EpRet', 'episode return'), ('Metrics/EpCost', 'episode cost'), ('Metrics/MultiplierMean', 'multiplier (batch mean)'))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(max(8.0, 4.5 * len(columns)), 8), squeeze=False, sharey='row')
+    for col, (env_id, algo) in enumerate(columns):
+        runs = [r for r in records if r.env_id == env_id and r.algo == algo]
+        for i, r in enumerate(sorted(runs, key=lambda r: r.seed)):
+            for row, (key, _) in enumerate(rows):
+                if key not in r.progress:
+                    continue
+                ax = axes[row][col]
+                ax.plot(r.progress['TotalEnvSteps'], r.progress[key], color=f'C{i}', lw=1.0, label=f'seed {r.seed}')
+                if key == 'Metrics/MultiplierMean' and 'Metrics/MultiplierQ90' in r.progress:
+                    ax.plot(r.progress['TotalEnvSteps'], r.progress['Metrics/MultiplierQ90'], color=f'C{i}', lw=0.7, ls='--')
+        axes[0][col].set_title(f'{algo}\n{env_id}', fontsize=10)
+        axes[-1][col].set_xlabel('environment steps')
+    for row, (_, label) in enumerate(rows):
+        axes[row][0].set_ylabel(label)
+        if row:
+            axes[row][0].set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle('training dynamics per seed (multiplier: solid batch mean, dashed 90th percentile)', fontsize=9)
+    fig.tight_layout()
+    path = out / 'stability.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _clipped_bar(mean: float, half: float) -> np.ndarray:
+    """Asymmetric error bar ``[[below], [above]]`` of ``mean +- half`` cut to [0, 1]."""
+    half = 0.0 if np.isnan(half) else half
+    return np.array([[mean - max(mean - half, 0.0)], [min(mean + half, 1.0) - mean]])
 
 
 def _summary_plot(summary: pd.DataFrame, out: Path) -> Path:
@@ -234,8 +342,11 @@ def _summary_plot(summary: pd.DataFrame, out: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for row in summary.itertuples(index=False):
-        ax.errorbar(row.norm_cost, row.norm_return, xerr=np.nan_to_num(row.norm_cost_ci),
-                    yerr=np.nan_to_num(row.norm_return_ci), fmt='o', capsize=3, label=row.algo)
+        # normalised values lie in [0, 1]: so do the bars
+        xerr = _clipped_bar(row.norm_cost, row.norm_cost_ci)
+        yerr = _clipped_bar(row.norm_return, row.norm_return_ci)
+        ax.errorbar(row.norm_cost, row.norm_return, xerr=xerr, yerr=yerr, fmt='o', capsize=3,
+                    label=f'{row.algo} (n={row.runs})')
     ax.invert_xaxis()  # right = safer, as in the paper's Fig. 2
     ax.set_xlabel('normalised episode cost (inverted)')
     ax.set_ylabel('normalised episode return')
@@ -275,14 +386,14 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
-            mean, half = mean_ci95(group[metric])
-            row[metric] = 'n/a' if np.isnan(mean) else (f'{mean:.2f}' if np.isnan(half) else f'{mean:.2f} ± {half:.2f}')
+            row[metric] = format_interval(group[metric], metric in NONNEGATIVE)
         table_rows.append(row)
     summary = normalised_summary(per_run)
     text = [
         '# Comparison',
         '',
-        f'Mean ± 95% CI over seeds of the last {last_frac:.0%} of training epochs.',
+        f'Mean and [95% t-interval] over seeds of the last {last_frac:.0%} of training epochs '
+        '(cut at 0 for quantities that cannot be negative; one seed: the mean alone).',
         '',
         markdown_table(pd.DataFrame(table_rows)),
         '',
@@ -292,9 +403,13 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
         '',
     ]
     (out / 'comparison.md').write_text('\n'.join(text), encoding='utf-8')
-    return {
+    outputs = {
         'table': out / 'comparison.md',
         'per_run': out / 'per_run.csv',
         'curves': _curves(records, out),
         'summary': _summary_plot(summary, out),
     }
+    stability = _stability_plot(records, out)
+    if stability is not None:
+        outputs['stability'] = stability
+    return outputs

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run_cli, write_grid
-from omnisafe_alam.compare import mean_ci95, normalised_summary, t_critical_95
+from omnisafe_alam.compare import format_interval, interval95, mean_ci95, normalised_summary, t_critical_95
 
 
 def test_mean_ci95_by_hand() -> None:
@@ -20,6 +20,15 @@ def test_mean_ci95_by_hand() -> None:
     mean, half = mean_ci95([5.0])
     assert mean == 5.0 and half != half  # NaN: no interval from one seed
     assert t_critical_95(100) == 1.96
+
+
+def test_intervals_of_nonnegative_quantities_stop_at_zero() -> None:
+    # [0, 0, 3]: mean 1, sd sqrt(3), sem 1, t(2) = 4.303 -> [-3.303, 5.303]
+    assert interval95([0.0, 0.0, 3.0]) == pytest.approx((1.0, -3.303, 5.303))
+    assert interval95([0.0, 0.0, 3.0], nonnegative=True) == pytest.approx((1.0, 0.0, 5.303))
+    assert format_interval([0.0, 0.0, 3.0], nonnegative=True) == '1.00 [0.00, 5.30]'
+    assert format_interval([-1.0, 1.0, 3.0]) == '1.00 [-3.97, 5.97]'  # a return may be negative
+    assert format_interval([2.5]) == '2.50' and format_interval([float('nan')]) == 'n/a'
 
 
 def test_normalised_summary_by_hand() -> None:
@@ -79,7 +88,7 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for png in ('learning_curves.png', 'normalised_summary.png'):
+    for png in ('learning_curves.png', 'normalised_summary.png', 'stability.png'):
         assert (result / png).stat().st_size > 10_000
         assert (result / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     per_run = pd.read_csv(result / 'per_run.csv')
@@ -89,7 +98,13 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
     assert per_run.loc[per_run.algo == 'SACALaM', 'unsafe_steps'].notna().all()
     assert (per_run['multiplier_tv_2nd_half'] >= 0).all()  # SACLag's scalar multiplier too
     table = (result / 'comparison.md').read_text()
-    assert '| StatewiseLimit-v0 | SACALaM | 2 | 600 |' in table and '±' in table
+    assert '| StatewiseLimit-v0 | SACALaM | 2 | 600 |' in table
+    # every cost interval is cut at zero: no '[-' in the ep_cost column
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith('| task'))
+    cost_column = [c.strip() for c in header.strip('|').split('|')].index('ep_cost')
+    cells = [[c.strip() for c in line.strip('|').split('|')] for line in lines if line.startswith('| StatewiseLimit')]
+    assert len(cells) == 2 and all('[-' not in row[cost_column] and not row[cost_column].startswith('-') for row in cells)
 
 
 def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:

@@ -1,0 +1,296 @@
+"""Experiment grids that survive interruptions: ``omnisafe-alam grid FILE.yaml --log-dir DIR``.
+
+The YAML is OmniSafe's benchmark format (every ``group:key`` line a list of values; the runs are
+their cartesian product), so a file written for ``omnisafe benchmark`` runs here unchanged. What
+differs from ``omnisafe benchmark``:
+
+- every run has a fixed directory, ``DIR/<algo>-{<env_id>}/seed-<s>[,<key>=<value>...]/``
+  (OmniSafe's own run directory, ``<algo>-{<env_id>}/seed-000-<time>/``, inside it), so running
+  the same command again finds each run's state:
+
+  * finished (its ``progress.csv`` reached ``train_cfgs.total_steps``): skipped;
+  * a plugin run with a full checkpoint (``state/step-N.pt``): continued by
+    ``omnisafe-alam resume``;
+  * anything else (OmniSafe's own algorithms keep no full state, or a run killed before its first
+    checkpoint): its partial directory is renamed ``*.incomplete-N`` and the run starts again;
+
+- runs that cannot resume (OmniSafe's algorithms) are started first, so an interruption late in
+  the grid costs only resumable work;
+- keys of the ``checkpoint_cfgs`` group apply to the plugin's algorithms only (OmniSafe's have no
+  such group); any other key an algorithm does not have is refused, naming it, before anything
+  runs;
+- SIGINT / SIGTERM are passed on to the runs, whose plugin algorithms save a full checkpoint
+  before they exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+__all__ = ['GridError', 'GridRun', 'expand_grid', 'load_grid', 'plan', 'run_grid', 'run_state']
+
+#: key groups that only the plugin's algorithms have
+PLUGIN_ONLY_GROUPS = ('checkpoint_cfgs',)
+
+
+class GridError(ValueError):
+    """A grid file or run directory that cannot be run as asked."""
+
+
+@dataclass
+class GridRun:
+    """One point of the grid: an algorithm, a task, a seed and the config overrides."""
+
+    algo: str
+    env_id: str
+    seed: int
+    custom_cfgs: dict[str, Any]
+    #: the varied keys other than algo / env_id / seed, for the directory name
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        suffix = ''.join(f',{key.split(":")[-1]}={_short(value)}' for key, value in self.tags.items())
+        return f'{self.algo}-{{{self.env_id}}}/seed-{self.seed}{suffix}'
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.custom_cfgs['train_cfgs']['total_steps'])
+
+
+def _short(value: Any) -> str:
+    return str(value).replace(' ', '').replace('[', '').replace(']', '').replace(',', 'x')
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(':')
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load_grid(path: str | Path) -> dict[str, list[Any]]:
+    """The grid file as ``{key: [values]}``; ``algo``, ``env_id`` and ``seed`` are required."""
+    path = Path(path)
+    if not path.exists():
+        raise GridError(f'grid file {path} not found')
+    raw = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    if not isinstance(raw, dict):
+        raise GridError(f'{path}: expected a mapping of keys to lists of values')
+    for key in ('algo', 'env_id', 'seed'):
+        if key not in raw:
+            raise GridError(f'{path}: the grid needs a `{key}:` line (a list of values)')
+    grid = {}
+    for key, values in raw.items():
+        if not isinstance(values, list) or not values:
+            raise GridError(f'{path}: `{key}` must be a non-empty list of values, got {values!r}')
+        grid[key] = values
+    return grid
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[GridRun]:
+    """Every combination of the grid's values, as runs (plugin-only groups dropped where absent)."""
+    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+
+    keys = list(grid)
+    varied = [key for key in keys if len(grid[key]) > 1 and key not in ('algo', 'env_id', 'seed')]
+    runs = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        point = dict(zip(keys, values))
+        algo, env_id, seed = str(point.pop('algo')), str(point.pop('env_id')), int(point.pop('seed'))
+        custom: dict[str, Any] = {'seed': seed}
+        for key, value in point.items():
+            if key.split(':')[0] in PLUGIN_ONLY_GROUPS and algo not in PLUGIN_ALGORITHMS:
+                continue
+            _merge(custom, _nest(key, value))
+        runs.append(GridRun(algo, env_id, seed, custom, {key: point[key] for key in varied}))
+    return runs
+
+
+def check_runs(runs: list[GridRun]) -> None:
+    """Build every run's config as OmniSafe would (no environment) and validate it.
+
+    Raises:
+        GridError: naming the run and the problem (unknown algorithm, task or key, a bad value).
+    """
+    import copy
+
+    from omnisafe.algorithms.algo_wrapper import AlgoWrapper
+
+    import omnisafe_alam  # noqa: F401  (registers the plugin)
+    from omnisafe_alam.config import validate_run_cfgs
+    from omnisafe_alam.registration import PLUGIN_ALGORITHMS, load_defaults
+
+    for run in runs:
+        try:
+            # OmniSafe's own config merge and key check, without building the algorithm
+            wrapper = AlgoWrapper.__new__(AlgoWrapper)
+            wrapper.algo, wrapper.env_id = run.algo, run.env_id
+            wrapper.train_terminal_cfgs, wrapper.custom_cfgs = None, copy.deepcopy(run.custom_cfgs)
+            wrapper.cfgs = wrapper._init_config()  # noqa: SLF001
+            wrapper._init_checks()  # noqa: SLF001
+            if run.algo in PLUGIN_ALGORITHMS:
+                validate_run_cfgs(wrapper.cfgs, load_defaults(run.algo, run.env_id))
+            if 'total_steps' not in run.custom_cfgs.get('train_cfgs', {}):
+                raise GridError('the grid must set train_cfgs:total_steps')
+        except (AssertionError, KeyError, ValueError, TypeError) as error:
+            raise GridError(f'{run.name}: {error}') from None
+
+
+def _run_dirs(variant_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in variant_dir.glob('*/seed-*/config.json'))
+
+
+def _steps_done(run_dir: Path) -> int:
+    progress = run_dir / 'progress.csv'
+    try:
+        frame = pd.read_csv(progress)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return 0
+    if frame.empty or 'TotalEnvSteps' not in frame:
+        return 0
+    return int(frame['TotalEnvSteps'].iloc[-1])
+
+
+def run_state(run: GridRun, log_dir: Path) -> tuple[str, Path | None]:
+    """``('done' | 'resume' | 'restart' | 'new', run directory or None)`` for one grid point."""
+    variant_dir = log_dir / run.name
+    dirs = _run_dirs(variant_dir)
+    if not dirs:
+        return 'new', None
+    if len(dirs) > 1:
+        raise GridError(f'{variant_dir} holds {len(dirs)} runs ({[str(d) for d in dirs]}); keep one')
+    run_dir = dirs[0]
+    if _steps_done(run_dir) >= run.total_steps:
+        return 'done', run_dir
+    if any((run_dir / 'state').glob('step-*.pt')):
+        return 'resume', run_dir
+    return 'restart', run_dir
+
+
+def plan(runs: list[GridRun], log_dir: Path) -> list[tuple[GridRun, str, Path | None]]:
+    """The runs with their state, those that cannot resume first (done ones last)."""
+    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+
+    states = [(run, *run_state(run, log_dir)) for run in runs]
+    order = {'restart': 0, 'new': 0, 'resume': 1, 'done': 2}
+    return sorted(states, key=lambda item: (order[item[1]], item[0].algo in PLUGIN_ALGORITHMS))
+
+
+def _command(run: GridRun, state: str, run_dir: Path | None, log_dir: Path) -> list[str]:
+    if state == 'resume':
+        return [sys.executable, '-m', 'omnisafe_alam', 'resume', str(run_dir)]
+    cfgs = json.loads(json.dumps(run.custom_cfgs))
+    cfgs.setdefault('logger_cfgs', {})['log_dir'] = str(log_dir / run.name)
+    payload = json.dumps({'algo': run.algo, 'env_id': run.env_id, 'custom_cfgs': cfgs})
+    return [sys.executable, '-m', 'omnisafe_alam.grid', payload]
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Rename a run that cannot continue to ``<variant>.incomplete-N`` (kept for inspection)."""
+    variant_dir = run_dir.parent.parent
+    n = 1
+    while (target := variant_dir.with_name(f'{variant_dir.name}.incomplete-{n}')).exists():
+        n += 1
+    shutil.move(str(variant_dir), str(target))
+    return target
+
+
+def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool = False, echo: Any = print) -> int:
+    """Run (or continue) a grid; returns the number of runs that failed."""
+    log_dir = Path(log_dir).resolve()
+    runs = expand_grid(load_grid(path))
+    check_runs(runs)
+    todo = plan(runs, log_dir)
+    for run, state, run_dir in todo:
+        echo(f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else ''))
+    if dry_run:
+        return 0
+    pending = [(run, state, run_dir) for run, state, run_dir in todo if state != 'done']
+    running: dict[subprocess.Popen[bytes], GridRun] = {}
+    failed = 0
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+        for proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and not stopping:
+                run, state, run_dir = pending.pop(0)
+                if state == 'restart':
+                    echo(f'{run.name}: no full checkpoint, set aside as {_set_aside(run_dir)}; starting again')
+                (log_dir / run.name).mkdir(parents=True, exist_ok=True)
+                log = log_dir / run.name / 'grid.log'
+                with log.open('ab') as handle:
+                    handle.write(f'\n==== {time.strftime("%Y-%m-%d %H:%M:%S")} {state}\n'.encode())
+                    proc = subprocess.Popen(  # noqa: S603
+                        _command(run, state, run_dir, log_dir),
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                running[proc] = run
+                echo(f'started  {run.name} ({state}), log {log}')
+            time.sleep(1.0)
+            for proc in [p for p in running if p.poll() is not None]:
+                run = running.pop(proc)
+                if proc.returncode == 0:
+                    echo(f'finished {run.name}')
+                else:
+                    failed += 1
+                    echo(f'FAILED   {run.name} (exit {proc.returncode}); see {log_dir / run.name / "grid.log"}')
+            if stopping and not running:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopping:
+        echo('stopped; run the same command again to continue')
+        return failed + len(pending)
+    return failed
+
+
+def _train(payload: str) -> None:
+    """One grid run in this process (the child side of :func:`run_grid`)."""
+    spec = json.loads(payload)
+    import omnisafe
+
+    import omnisafe_alam  # noqa: F401  (registers the plugin)
+
+    agent = omnisafe.Agent(spec['algo'], spec['env_id'], custom_cfgs=spec['custom_cfgs'])
+    agent.learn()
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('PYTHONUNBUFFERED', '1')
+    _train(sys.argv[1])
