@@ -373,6 +373,8 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
             'seed': record.seed,
             # the run's final TotalEnvSteps: what budget each row stands for
             'steps': int(record.progress['TotalEnvSteps'].iloc[-1]),
+            # wall-clock seconds of training (OmniSafe's Time/Total; a resumed run's included)
+            'train_s': float(record.progress['Time/Total'].iloc[-1]) if 'Time/Total' in record.progress else float('nan'),
             **_final_stats(record, last_frac),
         }
         if eval_episodes > 0:
@@ -381,7 +383,7 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
     per_run = pd.DataFrame(rows)
     per_run.to_csv(out / 'per_run.csv', index=False)
 
-    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps')]
+    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps', 'train_s')]
     table_rows = []
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
@@ -396,6 +398,9 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
         '(cut at 0 for quantities that cannot be negative; one seed: the mean alone).',
         '',
         markdown_table(pd.DataFrame(table_rows)),
+        '',
+        f"Training time: {per_run['train_s'].sum() / 3600:.2f} h of wall clock over {len(per_run)} runs "
+        f"({per_run['steps'].sum():,} environment steps; per run in per_run.csv, column train_s).",
         '',
         '## Normalised over tasks (Fig. 2 style)',
         '',

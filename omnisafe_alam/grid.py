@@ -222,7 +222,7 @@ def _set_aside(run_dir: Path) -> Path:
 
 
 def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool = False, echo: Any = print) -> int:
-    """Run (or continue) a grid; returns the number of runs that failed."""
+    """Run (or continue) a grid; returns how many runs failed (or, once stopped, are unfinished)."""
     log_dir = Path(log_dir).resolve()
     runs = expand_grid(load_grid(path))
     check_runs(runs)
@@ -233,7 +233,7 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
         return 0
     pending = [(run, state, run_dir) for run, state, run_dir in todo if state != 'done']
     running: dict[subprocess.Popen[bytes], GridRun] = {}
-    failed = 0
+    failed = unfinished = 0
     stopping: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
@@ -266,6 +266,9 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
                 run = running.pop(proc)
                 if proc.returncode == 0:
                     echo(f'finished {run.name}')
+                elif stopping and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM):
+                    unfinished += 1
+                    echo(f'stopped  {run.name} (exit {proc.returncode})')
                 else:
                     failed += 1
                     echo(f'FAILED   {run.name} (exit {proc.returncode}); see {log_dir / run.name / "grid.log"}')
@@ -276,7 +279,7 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
             signal.signal(sig, handler)
     if stopping:
         echo('stopped; run the same command again to continue')
-        return failed + len(pending)
+        return failed + unfinished + len(pending)
     return failed
 
 

@@ -94,6 +94,7 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
     per_run = pd.read_csv(result / 'per_run.csv')
     assert sorted(per_run['algo']) == ['SACALaM', 'SACALaM', 'SACLag', 'SACLag']
     assert (per_run['steps'] == 600).all()  # each run's final TotalEnvSteps
+    assert (per_run['train_s'] > 0).all() and 'Training time:' in (result / 'comparison.md').read_text()
     assert per_run['eval_unsafe_steps'].between(0, 1).all()  # one-decision episodes
     assert per_run.loc[per_run.algo == 'SACALaM', 'unsafe_steps'].notna().all()
     assert (per_run['multiplier_tv_2nd_half'] >= 0).all()  # SACLag's scalar multiplier too

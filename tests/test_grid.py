@@ -1,0 +1,126 @@
+"""`omnisafe-alam grid`: expanding a grid file, refusing bad ones, and continuing after a stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import BIN, run_cli
+from omnisafe_alam.grid import GridError, check_runs, expand_grid, load_grid, plan, run_state
+
+TASK = 'StatewiseLimit-v0'
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding='utf-8')
+    return path
+
+
+def _grid_text(algos: str, steps: int) -> str:
+    return (
+        f'algo: [{algos}]\n'
+        f'env_id: [{TASK}]\n'
+        'seed: [0]\n'
+        f'train_cfgs:total_steps: [{steps}]\n'
+        'train_cfgs:torch_threads: [1]\n'
+        'algo_cfgs:steps_per_epoch: [200]\n'
+        'algo_cfgs:start_learning_steps: [100]\n'
+        'algo_cfgs:batch_size: [32]\n'
+        'algo_cfgs:warmup_epochs: [0]\n'
+        'model_cfgs:actor:hidden_sizes: [[16, 16]]\n'
+        'model_cfgs:critic:hidden_sizes: [[16, 16]]\n'
+        'logger_cfgs:use_tensorboard: [False]\n'
+        'logger_cfgs:save_model_freq: [1]\n'
+        'checkpoint_cfgs:state_freq: [1]\n'
+    )
+
+
+def test_expansion_names_runs_and_keeps_checkpoint_keys_to_the_plugin(tmp_path: Path) -> None:
+    grid = load_grid(_write(tmp_path / 'g.yaml', _grid_text('SACLag, SACALaM', 400) + 'algo_cfgs:batch_size: [32, 64]\n'))
+    runs = expand_grid(grid)
+    assert len(runs) == 4  # 2 algorithms x 2 batch sizes
+    names = sorted(run.name for run in runs)
+    assert names[0] == 'SACALaM-{StatewiseLimit-v0}/seed-0,batch_size=32'
+    sac_lag = next(run for run in runs if run.algo == 'SACLag')
+    sac_alam = next(run for run in runs if run.algo == 'SACALaM')
+    assert 'checkpoint_cfgs' not in sac_lag.custom_cfgs  # OmniSafe's SACLag has no such group
+    assert sac_alam.custom_cfgs['checkpoint_cfgs'] == {'state_freq': 1}
+    assert sac_alam.custom_cfgs['model_cfgs']['actor']['hidden_sizes'] == [16, 16]
+    assert sac_alam.custom_cfgs['seed'] == 0 and sac_alam.total_steps == 400
+    check_runs(runs)  # every run's config is valid as OmniSafe and the plugin build them
+
+
+@pytest.mark.parametrize(
+    ('extra', 'message'),
+    [
+        ('algo_cfgs:bogus: [1]\n', "SACLag-{StatewiseLimit-v0}/seed-0: 'Invalid key: bogus'"),
+        ('alam_cfgs:d: [-1]\n', 'alam_cfgs.d=-1.0 must be >= 0'),
+    ],
+)
+def test_a_bad_key_or_value_is_refused_naming_the_run(tmp_path: Path, extra: str, message: str) -> None:
+    algos = 'SACLag' if 'bogus' in extra else 'SACALaM'
+    runs = expand_grid(load_grid(_write(tmp_path / 'g.yaml', _grid_text(algos, 400) + extra)))
+    with pytest.raises(GridError, match=message.replace('{', r'\{').replace('}', r'\}')):
+        check_runs(runs)
+    with pytest.raises(GridError, match='needs a `seed:` line'):
+        load_grid(_write(tmp_path / 'h.yaml', 'algo: [SACALaM]\nenv_id: [x]\n'))
+    with pytest.raises(GridError, match='must be a non-empty list'):
+        load_grid(_write(tmp_path / 'i.yaml', 'algo: [SACALaM]\nenv_id: [x]\nseed: 0\n'))
+
+
+def _progress(log_dir: Path, algo: str) -> pd.DataFrame:
+    (path,) = log_dir.glob(f'{algo}-*/seed-0/*/seed-*/progress.csv')
+    return pd.read_csv(path)
+
+
+def test_a_stopped_grid_continues_where_it_stopped(tmp_path: Path) -> None:
+    """SIGTERM mid-grid: the plugin run saves and is resumed, OmniSafe's finished run is kept,
+    an unfinished OmniSafe run is set aside and restarted; at the end every run is complete."""
+    grid = _write(tmp_path / 'grid.yaml', _grid_text('SACLag, SACALaM', 1200))
+    log_dir = tmp_path / 'runs'
+    args = [str(BIN / 'omnisafe-alam'), 'grid', str(grid), '--log-dir', str(log_dir), '--jobs', '1']
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    # SACLag cannot resume, so it runs first; stop the grid once SACALaM has two epochs
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = list(log_dir.glob('SACALaM-*/seed-0/*/seed-*/progress.csv'))
+        if rows and len(rows[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, output[-3000:]  # one run left unfinished
+    assert 'stopped; run the same command again' in output
+    assert 'FAILED' not in output and 'stopped  SACALaM' in output
+    (run,) = [r for r in expand_grid(load_grid(grid)) if r.algo == 'SACALaM']
+    state, run_dir = run_state(run, log_dir)
+    assert state == 'resume', output[-3000:]
+    assert len(_progress(log_dir, 'SACLag')) == 6
+
+    # an OmniSafe run that lost its last epochs cannot resume: it is set aside and redone
+    sac_lag_progress = next(log_dir.glob('SACLag-*/seed-0/*/seed-*/progress.csv'))
+    frame = pd.read_csv(sac_lag_progress)
+    frame.iloc[:2].to_csv(sac_lag_progress, index=False)
+    states = {r.algo: s for r, s, _ in plan(expand_grid(load_grid(grid)), log_dir)}
+    assert states == {'SACLag': 'restart', 'SACALaM': 'resume'}
+
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'set aside' in out.stdout
+    assert (log_dir / 'SACLag-{StatewiseLimit-v0}' / 'seed-0.incomplete-1').is_dir()
+    for algo in ('SACLag', 'SACALaM'):
+        progress = _progress(log_dir, algo)
+        assert progress['TotalEnvSteps'].tolist() == [200, 400, 600, 800, 1000, 1200], algo
+    again = run_cli([*args, '--dry-run'], cwd=tmp_path)
+    assert again.returncode == 0
+    assert again.stdout.count('done ') == 2, again.stdout
+    config = json.loads(next(log_dir.glob('SACALaM-*/seed-0/*/seed-*/config.json')).read_text())
+    assert config['checkpoint_cfgs']['state_freq'] == 1
