@@ -113,15 +113,25 @@ class StatewiseOffPolicy(SAC):
             self._critic_params = [p for m in self._critics() for p in m.parameters() if p.requires_grad]
         return _frozen(self._critic_params)
 
-    def _use_foreach_optimizers(self) -> None:
-        """Every optimizer steps its parameters with one ``foreach`` kernel per operation.
+    def _use_fast_optimizers(self) -> None:
+        """Every Adam steps all its parameters in one fused kernel (others: ``foreach``).
 
-        PyTorch picks the per-tensor loop on CPU by default; the foreach path computes the
-        same float32 numbers (bit-identical for Adam, tested) with a fraction of the calls.
+        PyTorch picks the per-tensor loop on CPU by default. The fused kernel computes Adam's
+        update in one pass; its float32 results differ from the loop's in the last bits
+        (``tests/test_speed.py`` bounds the difference), which is why runs made before it do not
+        reproduce bit for bit. Where fused kernels are unsupported, the ``foreach`` path (same
+        floats as the loop) is used.
         """
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        fused_devices = _get_fused_kernels_supported_devices()
         for optimizer in _training_parts(self)[1].values():
             for group in optimizer.param_groups:
-                group['foreach'] = True
+                fused = isinstance(optimizer, (optim.Adam, optim.AdamW)) and all(
+                    p.device.type in fused_devices and p.is_floating_point() for p in group['params']
+                )
+                group['fused'] = fused or None
+                group['foreach'] = not fused
 
     def _checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in every checkpoint beside the actor (and the observation normaliser)."""
@@ -144,7 +154,7 @@ class StatewiseOffPolicy(SAC):
         self._logger.register_key('Metrics/EpUnsafeSteps', window_length=50)
         for key in CALIBRATION_KEYS:
             self._logger.register_key(key)
-        self._use_foreach_optimizers()
+        self._use_fast_optimizers()
 
     # ------------------------------------------------------------ gradient step
     def _cost_critic_target(
@@ -425,7 +435,7 @@ class StatewiseOffPolicy(SAC):
                 raise ckpt.CheckpointError(f'{kind} {sorted(live)} differ from the checkpoint\'s {sorted(saved)}')
             for name, obj in live.items():
                 obj.load_state_dict(saved[name])
-        self._use_foreach_optimizers()
+        self._use_fast_optimizers()
         with torch.no_grad():
             self._log_alpha.copy_(state['log_alpha'])
         for name, value in state['attributes'].items():
