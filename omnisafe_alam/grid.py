@@ -10,21 +10,26 @@ differs from ``omnisafe benchmark``:
 
   * finished (its ``progress.csv`` reached ``train_cfgs.total_steps``): skipped;
   * a plugin run with a full checkpoint (``state/step-N.pt``): continued by
-    ``omnisafe-alam resume``;
+    ``omnisafe-alam resume`` (to the grid's ``total_steps``: raising it extends finished runs);
   * anything else (OmniSafe's own algorithms keep no full state, or a run killed before its first
     checkpoint): its partial directory is renamed ``*.incomplete-N`` and the run starts again;
+  * being trained by another grid process (its pid, in ``grid.pid``, alive): left alone;
 
 - runs that cannot resume (OmniSafe's algorithms) are started first, so an interruption late in
   the grid costs only resumable work;
-- keys of the ``checkpoint_cfgs`` group apply to the plugin's algorithms only (OmniSafe's have no
-  such group); any other key an algorithm does not have is refused, naming it, before anything
+- a key whose group (``alam_cfgs``, ``checkpoint_cfgs``, ...) only some of the grid's algorithms
+  have applies to those (OmniSafe's SACLag has no ``alam_cfgs``); a group none of them has, and
+  any key inside a group that an algorithm does not know, is refused, naming it, before anything
   runs;
+- a run whose saved ``config.json`` differs from the grid file in a key the file sets is refused,
+  naming the keys (edit the file back, or move the run away), rather than counted as done;
 - SIGINT / SIGTERM are passed on to the runs, whose plugin algorithms save a full checkpoint
   before they exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -35,15 +40,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import yaml
 
-__all__ = ['GridError', 'GridRun', 'expand_grid', 'load_grid', 'plan', 'run_grid', 'run_state']
+__all__ = [
+    'GridError',
+    'GridRun',
+    'config_mismatch',
+    'default_groups',
+    'expand_grid',
+    'load_grid',
+    'plan',
+    'run_grid',
+    'run_state',
+]
 
-#: key groups that only the plugin's algorithms have
-PLUGIN_ONLY_GROUPS = ('checkpoint_cfgs',)
+
+
+#: the training process of a run, written while a grid runs it
+PID_FILE = 'grid.pid'
 
 
 class GridError(ValueError):
@@ -113,23 +130,53 @@ def load_grid(path: str | Path) -> dict[str, list[Any]]:
     return grid
 
 
-def expand_grid(grid: dict[str, list[Any]]) -> list[GridRun]:
-    """Every combination of the grid's values, as runs (plugin-only groups dropped where absent)."""
-    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+def default_groups(algo: str, env_id: str) -> set[str]:
+    """The top-level key groups of an algorithm's default config (OmniSafe's or the plugin's)."""
+    from omnisafe.algorithms import ALGORITHM2TYPE
+    from omnisafe.utils.config import get_default_kwargs_yaml
 
+    import omnisafe_alam  # noqa: F401  (registers the plugin's YAMLs)
+
+    if algo not in ALGORITHM2TYPE:
+        raise GridError(f'unknown algorithm {algo!r}')
+    with _quiet():
+        cfgs = get_default_kwargs_yaml(algo, env_id, ALGORITHM2TYPE[algo])
+    return {key for key, value in cfgs.items() if isinstance(value, dict)}
+
+
+def expand_grid(grid: dict[str, list[Any]], groups: Callable[[str, str], set[str]] | None = None) -> list[GridRun]:
+    """Every combination of the grid's values, as runs.
+
+    A ``group:key`` line applies to the runs whose algorithm has ``group`` (``groups(algo,
+    env_id)``, default :func:`default_groups`); a group that no algorithm of the grid has is an
+    error.
+    """
+    groups = groups or default_groups
     keys = list(grid)
     varied = [key for key in keys if len(grid[key]) > 1 and key not in ('algo', 'env_id', 'seed')]
+    known = {(str(a), str(e)): groups(str(a), str(e)) for a in grid['algo'] for e in grid['env_id']}
+    for key in keys:
+        group = key.split(':')[0]
+        if ':' in key and not any(group in g for g in known.values()):
+            raise GridError(f'`{key}`: no algorithm of the grid has the key group {group}')
     runs = []
     for values in itertools.product(*(grid[key] for key in keys)):
         point = dict(zip(keys, values))
         algo, env_id, seed = str(point.pop('algo')), str(point.pop('env_id')), int(point.pop('seed'))
         custom: dict[str, Any] = {'seed': seed}
         for key, value in point.items():
-            if key.split(':')[0] in PLUGIN_ONLY_GROUPS and algo not in PLUGIN_ALGORITHMS:
+            if ':' in key and key.split(':')[0] not in known[(algo, env_id)]:
                 continue
             _merge(custom, _nest(key, value))
         runs.append(GridRun(algo, env_id, seed, custom, {key: point[key] for key in varied}))
     return runs
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """OmniSafe prints a line for every YAML it loads."""
+    with open(os.devnull, 'w', encoding='utf-8') as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def check_runs(runs: list[GridRun]) -> None:
@@ -177,15 +224,61 @@ def _steps_done(run_dir: Path) -> int:
     return int(frame['TotalEnvSteps'].iloc[-1])
 
 
+def _leaves(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f'{prefix}{key}:'))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_mismatch(run: GridRun, run_dir: Path) -> list[str]:
+    """``key=saved (grid: value)`` for every key the grid sets that the run's config.json holds
+    with another value (``logger_cfgs:log_dir`` and ``train_cfgs:total_steps`` aside)."""
+    saved = _leaves(json.loads((run_dir / 'config.json').read_text(encoding='utf-8')))
+    wanted = _leaves(run.custom_cfgs)
+    wanted.pop('logger_cfgs:log_dir', None)
+    # a longer budget extends a run (resume --total-steps), a shorter one finds it done
+    wanted.pop('train_cfgs:total_steps', None)
+    return [
+        f'{key}={saved.get(key)!r} (grid: {value!r})'
+        for key, value in wanted.items()
+        if saved.get(key) != value and not (isinstance(value, (int, float)) and saved.get(key) == float(value))
+    ]
+
+
+def _live_pid(variant_dir: Path) -> int | None:
+    """The pid in ``grid.pid`` if that process still runs (another grid is training the run)."""
+    try:
+        pid = int((variant_dir / PID_FILE).read_text(encoding='utf-8'))
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
 def run_state(run: GridRun, log_dir: Path) -> tuple[str, Path | None]:
-    """``('done' | 'resume' | 'restart' | 'new', run directory or None)`` for one grid point."""
+    """``('done' | 'running' | 'resume' | 'restart' | 'new', run directory or None)`` for one
+    grid point (``running``: another grid's process, named in ``grid.pid``, is training it)."""
     variant_dir = log_dir / run.name
+    if _live_pid(variant_dir) is not None:
+        return 'running', None
     dirs = _run_dirs(variant_dir)
     if not dirs:
         return 'new', None
     if len(dirs) > 1:
         raise GridError(f'{variant_dir} holds {len(dirs)} runs ({[str(d) for d in dirs]}); keep one')
     run_dir = dirs[0]
+    differences = config_mismatch(run, run_dir)
+    if differences:
+        raise GridError(
+            f'{run_dir} was trained with {", ".join(differences)}; the grid file now says otherwise. '
+            'Restore the file, or move the run away to train it again',
+        )
     if _steps_done(run_dir) >= run.total_steps:
         return 'done', run_dir
     if any((run_dir / 'state').glob('step-*.pt')):
@@ -198,13 +291,13 @@ def plan(runs: list[GridRun], log_dir: Path) -> list[tuple[GridRun, str, Path | 
     from omnisafe_alam.registration import PLUGIN_ALGORITHMS
 
     states = [(run, *run_state(run, log_dir)) for run in runs]
-    order = {'restart': 0, 'new': 0, 'resume': 1, 'done': 2}
+    order = {'restart': 0, 'new': 0, 'resume': 1, 'running': 2, 'done': 2}
     return sorted(states, key=lambda item: (order[item[1]], item[0].algo in PLUGIN_ALGORITHMS))
 
 
 def _command(run: GridRun, state: str, run_dir: Path | None, log_dir: Path) -> list[str]:
     if state == 'resume':
-        return [sys.executable, '-m', 'omnisafe_alam', 'resume', str(run_dir)]
+        return [sys.executable, '-m', 'omnisafe_alam', 'resume', str(run_dir), '--total-steps', str(run.total_steps)]
     cfgs = json.loads(json.dumps(run.custom_cfgs))
     cfgs.setdefault('logger_cfgs', {})['log_dir'] = str(log_dir / run.name)
     payload = json.dumps({'algo': run.algo, 'env_id': run.env_id, 'custom_cfgs': cfgs})
@@ -231,7 +324,7 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
         echo(f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else ''))
     if dry_run:
         return 0
-    pending = [(run, state, run_dir) for run, state, run_dir in todo if state != 'done']
+    pending = [(run, state, run_dir) for run, state, run_dir in todo if state not in ('done', 'running')]
     running: dict[subprocess.Popen[bytes], GridRun] = {}
     failed = unfinished = 0
     stopping: list[int] = []
@@ -260,10 +353,12 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
                         start_new_session=True,
                     )
                 running[proc] = run
+                (log_dir / run.name / PID_FILE).write_text(str(proc.pid), encoding='utf-8')
                 echo(f'started  {run.name} ({state}), log {log}')
             time.sleep(1.0)
             for proc in [p for p in running if p.poll() is not None]:
                 run = running.pop(proc)
+                (log_dir / run.name / PID_FILE).unlink(missing_ok=True)
                 if proc.returncode == 0:
                     echo(f'finished {run.name}')
                 elif stopping and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM):

@@ -42,16 +42,19 @@ def _grid_text(algos: str, steps: int) -> str:
     )
 
 
-def test_expansion_names_runs_and_keeps_checkpoint_keys_to_the_plugin(tmp_path: Path) -> None:
-    grid = load_grid(_write(tmp_path / 'g.yaml', _grid_text('SACLag, SACALaM', 400) + 'algo_cfgs:batch_size: [32, 64]\n'))
+def test_expansion_names_runs_and_applies_groups_where_they_exist(tmp_path: Path) -> None:
+    extra = 'algo_cfgs:batch_size: [32, 64]\nalam_cfgs:multiplier_lr: [0.0004]\n'
+    grid = load_grid(_write(tmp_path / 'g.yaml', _grid_text('SACLag, SACALaM', 400) + extra))
     runs = expand_grid(grid)
     assert len(runs) == 4  # 2 algorithms x 2 batch sizes
     names = sorted(run.name for run in runs)
     assert names[0] == 'SACALaM-{StatewiseLimit-v0}/seed-0,batch_size=32'
     sac_lag = next(run for run in runs if run.algo == 'SACLag')
     sac_alam = next(run for run in runs if run.algo == 'SACALaM')
-    assert 'checkpoint_cfgs' not in sac_lag.custom_cfgs  # OmniSafe's SACLag has no such group
+    # OmniSafe's SACLag has neither group; SACALaM gets both
+    assert 'checkpoint_cfgs' not in sac_lag.custom_cfgs and 'alam_cfgs' not in sac_lag.custom_cfgs
     assert sac_alam.custom_cfgs['checkpoint_cfgs'] == {'state_freq': 1}
+    assert sac_alam.custom_cfgs['alam_cfgs'] == {'multiplier_lr': 0.0004}
     assert sac_alam.custom_cfgs['model_cfgs']['actor']['hidden_sizes'] == [16, 16]
     assert sac_alam.custom_cfgs['seed'] == 0 and sac_alam.total_steps == 400
     check_runs(runs)  # every run's config is valid as OmniSafe and the plugin build them
@@ -65,10 +68,12 @@ def test_expansion_names_runs_and_keeps_checkpoint_keys_to_the_plugin(tmp_path: 
     ],
 )
 def test_a_bad_key_or_value_is_refused_naming_the_run(tmp_path: Path, extra: str, message: str) -> None:
-    algos = 'SACLag' if 'bogus' in extra else 'SACALaM'
+    algos = 'SACLag, SACALaM' if 'bogus' in extra else 'SACALaM'
     runs = expand_grid(load_grid(_write(tmp_path / 'g.yaml', _grid_text(algos, 400) + extra)))
     with pytest.raises(GridError, match=message.replace('{', r'\{').replace('}', r'\}')):
         check_runs(runs)
+    with pytest.raises(GridError, match='no algorithm of the grid has the key group fpi_cfgs'):
+        expand_grid(load_grid(_write(tmp_path / 'f.yaml', _grid_text('SACLag, SACALaM', 400) + 'fpi_cfgs:p_f: [0.1]\n')))
     with pytest.raises(GridError, match='needs a `seed:` line'):
         load_grid(_write(tmp_path / 'h.yaml', 'algo: [SACALaM]\nenv_id: [x]\n'))
     with pytest.raises(GridError, match='must be a non-empty list'):
@@ -124,3 +129,23 @@ def test_a_stopped_grid_continues_where_it_stopped(tmp_path: Path) -> None:
     assert again.stdout.count('done ') == 2, again.stdout
     config = json.loads(next(log_dir.glob('SACALaM-*/seed-0/*/seed-*/config.json')).read_text())
     assert config['checkpoint_cfgs']['state_freq'] == 1
+
+
+def test_a_run_trained_otherwise_or_still_training_is_not_touched(tmp_path: Path) -> None:
+    """A finished run whose config.json differs from the grid file is refused, naming the key,
+    not counted as done; a run whose grid.pid is a live process is left to it."""
+    (run,) = expand_grid(load_grid(_write(tmp_path / 'g.yaml', _grid_text('SACLag', 400).replace('checkpoint_cfgs', '#'))))
+    run_dir = tmp_path / run.name / 'SACLag-{StatewiseLimit-v0}' / 'seed-000-2026'
+    run_dir.mkdir(parents=True)
+    saved = json.loads(json.dumps(run.custom_cfgs))
+    saved['algo_cfgs']['batch_size'] = 64
+    (run_dir / 'config.json').write_text(json.dumps(saved))
+    pd.DataFrame({'TotalEnvSteps': [200, 400]}).to_csv(run_dir / 'progress.csv', index=False)
+    with pytest.raises(GridError, match=r'algo_cfgs:batch_size=64 \(grid: 32\)'):
+        run_state(run, tmp_path)
+    saved['algo_cfgs']['batch_size'] = 32
+    saved['train_cfgs']['total_steps'] = 200  # a budget change is not a mismatch: 400 >= 400 is done
+    (run_dir / 'config.json').write_text(json.dumps(saved))
+    assert run_state(run, tmp_path) == ('done', run_dir)
+    (tmp_path / run.name / 'grid.pid').write_text(str(os.getpid()))
+    assert run_state(run, tmp_path) == ('running', None)
