@@ -332,10 +332,10 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks 1..n, tied values sharing their average rank."""
     order = torch.argsort(values)
     ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(1, len(values) + 1, dtype=values.dtype)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=values.dtype, device=values.device)
     uniq, inverse = torch.unique(values, return_inverse=True)
-    sums = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, ranks)
-    counts = torch.zeros(len(uniq), dtype=values.dtype).index_add_(0, inverse, torch.ones_like(ranks))
+    sums = torch.zeros(len(uniq), dtype=values.dtype, device=values.device).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(uniq), dtype=values.dtype, device=values.device).index_add_(0, inverse, torch.ones_like(ranks))
     return (sums / counts)[inverse]
 
 
@@ -444,5 +444,5 @@ def fpi_policy_loss(
     feas_loss = (mask * (-q + b * h) / (1.0 + b) + alpha * log_prob).mean()
     infeas_loss = ((1.0 - mask) * g).mean()
     weight = (b / (1.0 + b)).detach()
-    barrier = weight[feasible].mean() if feasible.any() else torch.zeros((), dtype=q.dtype)
+    barrier = weight[feasible].mean() if feasible.any() else torch.zeros((), dtype=q.dtype, device=q.device)
     return feas_loss + infeas_loss, {'feasible': feasible, 'barrier': barrier}
