@@ -149,3 +149,16 @@ def test_a_run_trained_otherwise_or_still_training_is_not_touched(tmp_path: Path
     assert run_state(run, tmp_path) == ('done', run_dir)
     (tmp_path / run.name / 'grid.pid').write_text(str(os.getpid()))
     assert run_state(run, tmp_path) == ('running', None)
+
+
+@pytest.mark.parametrize('name', ['results_circle.yaml', 'results_goal.yaml'])
+def test_the_results_grids_validate(name: str) -> None:
+    from conftest import REPO
+
+    runs = expand_grid(load_grid(REPO / 'examples' / name))
+    check_runs(runs)
+    assert len(runs) == 18 and {r.algo for r in runs} == {'SACLag', 'SACPID', 'SACALaM', 'SACLagNet', 'SACALaMGA', 'ASAC'}
+    assert all(r.total_steps >= 100_000 for r in runs)
+    plugin = [r for r in runs if r.algo not in ('SACLag', 'SACPID')]
+    assert all(r.custom_cfgs['alam_cfgs']['multiplier_lr'] == 0.0004 for r in plugin)
+    assert all('alam_cfgs' not in r.custom_cfgs for r in runs if r.algo in ('SACLag', 'SACPID'))
