@@ -125,12 +125,13 @@ class RunRecord:
 
 
 def collect_runs(roots: list[Path]) -> list[RunRecord]:
-    """Every run directory (``progress.csv`` beside ``config.json``) under the given roots."""
+    """Every run directory (``progress.csv`` beside ``config.json``) under the given roots, except
+    those an ``omnisafe-alam grid`` set aside (under a ``*.incomplete-N`` directory)."""
     records = []
     for root in roots:
         for progress in sorted(Path(root).rglob('progress.csv')):
             config = progress.parent / 'config.json'
-            if not config.exists():
+            if not config.exists() or any('.incomplete-' in part for part in progress.relative_to(root).parts):
                 continue
             cfg = json.loads(config.read_text(encoding='utf-8'))
             frame = pd.read_csv(progress)

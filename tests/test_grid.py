@@ -124,6 +124,9 @@ def test_a_stopped_grid_continues_where_it_stopped(tmp_path: Path) -> None:
     for algo in ('SACLag', 'SACALaM'):
         progress = _progress(log_dir, algo)
         assert progress['TotalEnvSteps'].tolist() == [200, 400, 600, 800, 1000, 1200], algo
+    from omnisafe_alam.compare import collect_runs
+
+    assert sorted(r.algo for r in collect_runs([log_dir])) == ['SACALaM', 'SACLag']  # not the set-aside one
     again = run_cli([*args, '--dry-run'], cwd=tmp_path)
     assert again.returncode == 0
     assert again.stdout.count('done ') == 2, again.stdout
