@@ -16,7 +16,7 @@ differs from ``omnisafe benchmark``:
   * being trained by another grid process (its pid, in ``grid.pid``, alive): left alone;
 
 - runs that cannot resume (OmniSafe's algorithms) are started first, so an interruption late in
-  the grid costs only resumable work;
+  the grid costs only resumable work, then the plugin's unfinished runs, then its new ones;
 - a key whose group (``alam_cfgs``, ``checkpoint_cfgs``, ...) only some of the grid's algorithms
   have applies to those (OmniSafe's SACLag has no ``alam_cfgs``); a group none of them has, and
   any key inside a group that an algorithm does not know, is refused, naming it, before anything
@@ -287,12 +287,21 @@ def run_state(run: GridRun, log_dir: Path) -> tuple[str, Path | None]:
 
 
 def plan(runs: list[GridRun], log_dir: Path) -> list[tuple[GridRun, str, Path | None]]:
-    """The runs with their state, those that cannot resume first (done ones last)."""
+    """The runs with their state, in the order they will start: runs that cannot resume
+    (OmniSafe's algorithms) first, so that a stop late in the grid costs only resumable work; then
+    the plugin's started runs, then its new ones (each group in the file's order: put ``seed:``
+    first for one seed of every algorithm before the next); done and running ones last."""
     from omnisafe_alam.registration import PLUGIN_ALGORITHMS
 
-    states = [(run, *run_state(run, log_dir)) for run in runs]
-    order = {'restart': 0, 'new': 0, 'resume': 1, 'running': 2, 'done': 2}
-    return sorted(states, key=lambda item: (order[item[1]], item[0].algo in PLUGIN_ALGORITHMS))
+    def rank(item: tuple[GridRun, str, Path | None]) -> int:
+        run, state, _ = item
+        if state in ('done', 'running'):
+            return 3
+        if run.algo not in PLUGIN_ALGORITHMS:
+            return 0
+        return 1 if state == 'resume' else 2
+
+    return sorted(((run, *run_state(run, log_dir)) for run in runs), key=rank)
 
 
 def _command(run: GridRun, state: str, run_dir: Path | None, log_dir: Path) -> list[str]:
