@@ -199,7 +199,8 @@ def check_runs(runs: list[GridRun]) -> None:
             wrapper = AlgoWrapper.__new__(AlgoWrapper)
             wrapper.algo, wrapper.env_id = run.algo, run.env_id
             wrapper.train_terminal_cfgs, wrapper.custom_cfgs = None, copy.deepcopy(run.custom_cfgs)
-            wrapper.cfgs = wrapper._init_config()  # noqa: SLF001
+            with _quiet():
+                wrapper.cfgs = wrapper._init_config()  # noqa: SLF001
             wrapper._init_checks()  # noqa: SLF001
             if run.algo in PLUGIN_ALGORITHMS:
                 validate_run_cfgs(wrapper.cfgs, load_defaults(run.algo, run.env_id))
