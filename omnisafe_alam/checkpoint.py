@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import sys
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -63,6 +64,22 @@ STATE_DIR = 'state'
 _NAME = re.compile(r'^step-(\d+)\.pt$')
 #: config keys that may differ between a checkpoint and the run it continues
 RESUMABLE_CHANGES = ('train_cfgs.total_steps', 'train_cfgs.epochs', 'train_cfgs.device', 'exp_increment_cfgs')
+
+
+#: keys added to a key group after runs were made, with the value that trains as those runs did:
+#: a run whose config.json predates a key resumes with that value (and says so)
+ADDED_KEYS: dict[tuple[str, str], Any] = {('alam_cfgs', 'cost_critic_floor'): 0.0}
+
+
+def fill_added_keys(config: dict[str, Any]) -> list[str]:
+    """Give a run config that predates a key of :data:`ADDED_KEYS` its old-behaviour value, in
+    place; returns ``group.key=value`` for each key filled in."""
+    added = []
+    for (group, key), value in ADDED_KEYS.items():
+        if isinstance(config.get(group), dict) and key not in config[group]:
+            config[group][key] = value
+            added.append(f'{group}.{key}={value}')
+    return added
 
 
 class CheckpointError(RuntimeError):
@@ -448,6 +465,14 @@ def build_resumed(
         raise CheckpointError(
             f"{path} was trained as {saved.get('algo')} on {saved.get('env_id')}, but {run_dir} "
             f"is {config.get('algo')} on {config.get('env_id')}",
+        )
+    added = fill_added_keys(config)
+    fill_added_keys(saved)
+    if added:
+        print(
+            f'{run_dir.name} was trained before {", ".join(added)} existed; it resumes with '
+            'that value, which trains as the run did',
+            file=sys.stderr,
         )
     differences = config_differences(config, saved, RESUMABLE_CHANGES)
     if differences:

@@ -122,6 +122,11 @@ ALAM_KEYS: dict[str, _Key] = {
     'cost_polyak': _Key(_to_float, lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1] (0: algo_cfgs.polyak)'),
     'cost_max': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (largest step cost; 0 turns the cap off)'),
     'cost_critic_output': _Key(_to_choice('softplus', 'linear'), lambda v: True, ''),
+    'cost_critic_floor': _Key(
+        _to_float,
+        lambda v: 0.0 <= v < 1.0,
+        'must be in [0, 1) (a fraction of d: F_hat never goes below it; 0 turns it off)',
+    ),
     'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
 }

@@ -28,6 +28,8 @@ __all__ = [
     'fpi_cdf_target',
     'fpi_policy_loss',
     'lagrangian_penalty',
+    'logit_floor',
+    'logit_floor_penalty',
     'multiplier_ascent_loss',
     'multiplier_regression_loss',
     'optimal_slack',
@@ -122,6 +124,48 @@ def cost_critic_target(
         )
     q_next = torch.clamp(combine_twins(q_c_tp1, pessimism), max=value_max)
     return c_t + gamma * (1.0 - done_t) * q_next
+
+
+def logit_floor(value_floor: float) -> float:
+    r"""The pre-softplus output whose softplus is ``value_floor``: :math:`\log(e^{v} - 1)`.
+
+    ``logit_floor(0.01)`` is -4.600; 0 (no floor) gives :math:`-\infty`.
+    """
+    if value_floor < 0.0:
+        raise ValueError(f'a value floor must be >= 0, got {value_floor}')
+    return math.log(math.expm1(value_floor)) if value_floor > 0.0 else -math.inf
+
+
+def logit_floor_penalty(pre: torch.Tensor, floor: float) -> torch.Tensor:
+    r"""Squared shortfall of pre-softplus outputs below ``floor``, averaged over the batch and
+    summed over the twins (as their MSE losses are). Not in the paper (see below).
+
+    .. math::
+
+        L_{\text{floor}} = \sum_{i=1}^{N} \frac{1}{B} \sum_{b=1}^{B}
+            \max(0,\ z_{\min} - z_{i,b})^2
+
+    A softplus head reaches 0 only as its input :math:`z \to -\infty`. While the replay data
+    holds no cost, every target is 0, the MSE keeps pushing :math:`z` down and Adam, which
+    normalises the shrinking gradient, keeps the push at full speed. On SafetyPointCircle1-v0
+    (no cost in a run's first 16k steps) the critics' mean :math:`z` at early-episode states was
+    -34 at 50k steps, where the head's slope :math:`\sigma(z)` is 1e-15: their batch mean stayed
+    below 0.3 from 22k to 86k steps while 5-35% of the steps were costly, and a fresh critic on
+    the same replay data learned them in 4k steps (``scripts/replay_critic_lab.py``). Above the
+    floor the penalty is exactly 0.
+
+    Args:
+        pre: pre-softplus outputs of the twin critics, shape ``(N, B)``.
+        floor: :math:`z_{\min}` (:func:`logit_floor`); :math:`-\infty` gives 0.
+
+    Returns:
+        The penalty, a scalar.
+    """
+    if pre.dim() != 2:
+        raise ValueError(f'pre must have shape (N, B), got {tuple(pre.shape)}')
+    if floor == -math.inf:
+        return pre.new_zeros(())
+    return torch.relu(floor - pre).pow(2).mean(dim=1).sum()
 
 
 def optimal_slack(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Tensor:

@@ -136,6 +136,11 @@ class NonNegativeCritic(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> list[torch.Tensor]:
         return [nn.functional.softplus(q) for q in self.critic(obs, act)]
 
+    def pre_activations(self, obs: torch.Tensor, act: torch.Tensor) -> list[torch.Tensor]:
+        """The twins' outputs before the softplus head (what ``alam_cfgs.cost_critic_floor``
+        keeps above its logit, :func:`omnisafe_alam.functional.logit_floor_penalty`)."""
+        return self.critic(obs, act)
+
 
 def build_cost_critic(
     obs_space: OmnisafeSpace,

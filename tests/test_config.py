@@ -96,6 +96,8 @@ def test_cli_strings_are_coerced(alam: dict) -> None:
         ('multiplier_init', -0.5, 'alam_cfgs.multiplier_init'),
         ('f_hat_policy', 'greedy', 'alam_cfgs.f_hat_policy'),
         ('cost_critic_output', 'tanh', 'alam_cfgs.cost_critic_output'),
+        ('cost_critic_floor', 1.0, 'alam_cfgs.cost_critic_floor=1.0 must be in'),
+        ('cost_critic_floor', -0.1, 'alam_cfgs.cost_critic_floor'),
         ('calibration_window', 0, 'alam_cfgs.calibration_window'),
     ],
 )

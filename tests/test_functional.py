@@ -207,6 +207,62 @@ def test_cost_critic_softplus_head_is_nonnegative_and_wraps_the_linear_twins() -
         build_cost_critic(obs_space, act_space, [8], 'relu', 'kaiming_uniform', 'tanh')
 
 
+def test_logit_floor_and_its_penalty_by_hand() -> None:
+    # logit_floor(v) = log(e^v - 1): v = 0.01 -> log(0.0100502) = -4.60017; softplus(-4.60017) = 0.01
+    assert F.logit_floor(0.01) == pytest.approx(-4.600166, abs=1e-6)
+    assert math.log1p(math.exp(F.logit_floor(0.01))) == pytest.approx(0.01, rel=1e-9)
+    assert F.logit_floor(0.0) == -math.inf
+    with pytest.raises(ValueError, match='>= 0'):
+        F.logit_floor(-0.1)
+    # floor -5; twin 1 [-6, -5, 0]: shortfalls [1, 0, 0] -> mean of squares 1/3
+    # twin 2 [-7, 1, -5.5]: shortfalls [2, 0, 0.5] -> (4 + 0.25) / 3; sum over twins 5.25 / 3 = 1.75
+    pre = T([[-6.0, -5.0, 0.0], [-7.0, 1.0, -5.5]], requires_grad=True)
+    penalty = F.logit_floor_penalty(pre, -5.0)
+    assert penalty.item() == pytest.approx(1.75)
+    # d/dz = -2 (floor - z) / B below the floor, 0 above: [[-2/3, 0, 0], [-4/3, 0, -1/3]]
+    penalty.backward()
+    assert torch.allclose(pre.grad, T([[-2 / 3, 0.0, 0.0], [-4 / 3, 0.0, -1 / 3]]))
+    assert F.logit_floor_penalty(pre, -math.inf).item() == 0.0
+    with pytest.raises(ValueError, match=r'\(N, B\)'):
+        F.logit_floor_penalty(T([1.0]), -5.0)
+
+
+@pytest.mark.parametrize(('value_floor', 'learns'), [(0.0, False), (0.01, True)])
+def test_floor_revives_a_saturated_softplus_cost_critic(value_floor: float, learns: bool) -> None:
+    """A softplus critic whose outputs sit at -30 before the head (where a long stretch without
+    cost leaves it: slope 1e-13, under Adam's eps) learns nothing from new costs without the
+    floor, and learns them with it (600 Adam steps at 1e-3, targets 5 on half the inputs)."""
+    from gymnasium import spaces
+
+    from omnisafe_alam.models import build_cost_critic
+
+    torch.manual_seed(0)
+    critic = build_cost_critic(spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)), [32, 32], 'relu', 'kaiming_uniform', 'softplus')
+    for twin in (critic.critic.critic_0, critic.critic.critic_1):
+        with torch.no_grad():
+            [m for m in twin.modules() if isinstance(m, torch.nn.Linear)][-1].bias.fill_(-30.0)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    floor = F.logit_floor(value_floor)
+    for _ in range(600):
+        obs, act = torch.rand(128, 2, generator=gen) * 2 - 1, torch.rand(128, 1, generator=gen) * 2 - 1
+        target = 5.0 * (obs[:, 0] > 0).float()
+        pre = critic.pre_activations(obs, act)
+        loss = sum(torch.nn.functional.mse_loss(torch.nn.functional.softplus(z), target) for z in pre)
+        loss = loss + F.logit_floor_penalty(torch.stack(pre), floor)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    obs, act = torch.rand(1000, 2, generator=gen) * 2 - 1, torch.rand(1000, 1, generator=gen) * 2 - 1
+    with torch.no_grad():
+        q = torch.stack(critic(obs, act)).mean(0)
+    costly, safe = q[obs[:, 0] > 0].mean().item(), q[obs[:, 0] <= 0].mean().item()
+    if learns:
+        assert costly > 3.0 and safe < 1.0
+    else:
+        assert costly < 0.01
+
+
 # ------------------------------------------------------------------ SAC-FPI (arXiv 2304.08845)
 
 

@@ -9,6 +9,7 @@ follows from a few multiplications written in the comments.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,43 @@ def test_cost_critic_step_by_hand(algo) -> None:  # noqa: ANN001
     net = algo._actor_critic.cost_critic  # noqa: SLF001
     assert torch.allclose(net.weight, T([[1 - 0.01035, 2 - 0.00414], [0.5 - 0.21285, -1 + 0.25086]]), atol=1e-6)
     assert torch.allclose(net.bias, T([0 - 0.0207, 0.1 + 0.2943]), atol=1e-6)
+
+
+def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: ANN001
+    """The same step with a softplus head and a logit floor of -1: MSE of the softplus outputs
+    plus the floor penalty (only q2's second pre-activation, -1.4, is below -1)."""
+    from omnisafe_alam.models import NonNegativeCritic
+
+    ac = algo._actor_critic  # noqa: SLF001
+    ac.cost_critic = NonNegativeCritic(ac.cost_critic)
+    algo._cost_logit_floor = -1.0  # noqa: SLF001
+    algo._f_actions = lambda obs: T([[[0.5], [-1.0]]])  # noqa: SLF001
+    obs, act = T([[0.5], [-1.0]]), T([[0.2], [1.0]])
+    cost, done, next_obs = T([0.0, 0.3]), T([0.0, 1.0]), T([[1.0], [0.0]])
+    # pre-activations as above: z1 = [0.9, 1.0], z2 = [0.15, -1.4]; targets y = [0.693, 1] (the
+    # linear target critics); outputs softplus(z) = log(1 + e^z)
+    sp = [math.log1p(math.exp(z)) for z in (0.9, 1.0, 0.15, -1.4)]
+    mse = ((sp[0] - 0.693) ** 2 + (sp[1] - 1) ** 2) / 2 + ((sp[2] - 0.693) ** 2 + (sp[3] - 1) ** 2) / 2
+    # floor penalty: twin 2 only, (-1 - (-1.4))^2 / B = 0.16 / 2 = 0.08
+    algo._update_cost_critic(obs, act, cost, done, next_obs)  # noqa: SLF001
+    stored = algo._logger._data['Loss/Loss_cost_critic'][-1]  # noqa: SLF001
+    assert stored == pytest.approx(mse + 0.08, rel=1e-5)
+    # the fused path (both critics in one backward, what training runs), from the same weights
+    ac.cost_critic = NonNegativeCritic(LinearTwin([[1.0, 2.0], [0.5, -1.0]], [0.0, 0.1]))
+    ac.cost_critic_optimizer = torch.optim.SGD(ac.cost_critic.parameters(), lr=0.1)
+    algo._update_critics(obs, act, T([0.0, 0.0]), cost, done, next_obs)  # noqa: SLF001
+    assert algo._logger._data['Loss/Loss_cost_critic'][-1] == pytest.approx(mse + 0.08, rel=1e-5)  # noqa: SLF001
+
+
+def test_default_floor_is_a_tenth_of_d(tmp_path: Path) -> None:
+    """``cost_critic_floor 0.1`` with ``d 0.1``: the logit whose softplus is 0.01 (-4.6002);
+    0 turns it off; a linear head has none."""
+    inner = build_algo('SACALaM', tmp_path / 'a', fill=1, env_id=LIMIT)
+    assert inner._cost_logit_floor == pytest.approx(-4.600166, abs=1e-6)  # noqa: SLF001
+    off = build_algo('SACALaM', tmp_path / 'b', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_floor': 0.0})
+    assert off._cost_logit_floor == -math.inf  # noqa: SLF001
+    linear = build_algo('SACALaM', tmp_path / 'c', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_output': 'linear'})
+    assert linear._cost_logit_floor == -math.inf  # noqa: SLF001
 
 
 def test_k_sample_f_hat_by_hand(algo) -> None:  # noqa: ANN001

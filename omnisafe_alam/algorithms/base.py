@@ -25,7 +25,7 @@ from omnisafe_alam import checkpoint as ckpt
 from omnisafe_alam import functional as F
 from omnisafe_alam.adapter import CALIBRATION_KEYS, StatewiseOffPolicyAdapter
 from omnisafe_alam.config import validate_run_cfgs
-from omnisafe_alam.models import DualState, MultiplierNet, StatewiseActorQCritic
+from omnisafe_alam.models import DualState, MultiplierNet, NonNegativeCritic, StatewiseActorQCritic
 from omnisafe_alam.registration import load_defaults
 
 __all__ = ['StatewiseOffPolicy', 'StatewiseSAC']
@@ -166,12 +166,32 @@ class StatewiseOffPolicy(SAC):
         """``(name, twin critics, their optimizer, regression target)`` of the cost-critic slot."""
         raise NotImplementedError
 
-    def _twin_loss(self, name: str, critic: nn.Module, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    #: logit below which a softplus cost head is pulled back (``alam_cfgs.cost_critic_floor``)
+    _cost_logit_floor: float = -math.inf
+
+    def _twin_loss(
+        self,
+        name: str,
+        critic: nn.Module,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        target: torch.Tensor,
+        logit_floor: float = -math.inf,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """MSE of twin critics toward ``target`` summed over the twins (plus OmniSafe's optional
-        weight norm, ``use_critic_norm``), and the first twin's values. Stops at a non-finite
-        loss, naming it."""
-        q1, q2 = critic(obs, action)
+        weight norm, ``use_critic_norm``, and for a softplus head with a finite ``logit_floor``
+        :func:`~omnisafe_alam.functional.logit_floor_penalty`), and the first twin's values.
+        Stops at a non-finite loss, naming it."""
+        if isinstance(critic, NonNegativeCritic) and logit_floor > -math.inf:
+            pre = critic.pre_activations(obs, action)
+            q1, q2 = (nn.functional.softplus(z) for z in pre)
+            floor_loss = F.logit_floor_penalty(torch.stack(pre), logit_floor)
+        else:
+            q1, q2 = critic(obs, action)
+            floor_loss = None
         loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
+        if floor_loss is not None:
+            loss = loss + floor_loss
         if self._cfgs.algo_cfgs.use_critic_norm:
             for param in critic.parameters():
                 loss += param.pow(2).sum() * self._cfgs.algo_cfgs.critic_norm_coeff
@@ -202,7 +222,7 @@ class StatewiseOffPolicy(SAC):
         ``_update_reward_critic`` before it) is what the test of the fast path compares with.
         """
         name, critic, optimizer, target = self._cost_critic_target(cost, done, next_obs)
-        loss, q1 = self._twin_loss(name, critic, obs, action, target)
+        loss, q1 = self._twin_loss(name, critic, obs, action, target, self._cost_logit_floor)
         optimizer.zero_grad()
         loss.backward()
         if self._cfgs.algo_cfgs.max_grad_norm:
@@ -231,7 +251,7 @@ class StatewiseOffPolicy(SAC):
         reward_critic = self._actor_critic.reward_critic
         reward_optimizer = self._actor_critic.reward_critic_optimizer
         reward_loss, reward_q1 = self._twin_loss('reward critic loss', reward_critic, obs, action, reward_target)
-        cost_loss, cost_q1 = self._twin_loss(name, cost_critic, obs, action, cost_target)
+        cost_loss, cost_q1 = self._twin_loss(name, cost_critic, obs, action, cost_target, self._cost_logit_floor)
         reward_optimizer.zero_grad()
         cost_optimizer.zero_grad()
         (reward_loss + cost_loss).backward()
@@ -544,6 +564,8 @@ class StatewiseSAC(StatewiseOffPolicy):
         ).to(self._device)
         if alam.cost_polyak > 0:
             self._actor_critic.cost_tau = alam.cost_polyak
+        if alam.cost_critic_output == 'softplus':
+            self._cost_logit_floor = F.logit_floor(alam.cost_critic_floor * alam.d)
 
     def _init(self) -> None:
         super()._init()
