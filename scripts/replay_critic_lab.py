@@ -10,6 +10,13 @@ buffer's observation discontinuities), on the newest transitions (close to the f
 early enough in their episode that the time limit cuts off less than ``gamma**margin``.
 
     .venv/bin/python scripts/replay_critic_lab.py RUN_DIR --state step-90000.pt --policy epoch-45.pt
+    .venv/bin/python scripts/replay_critic_lab.py RUN_DIR --state step-90000.pt --policy epoch-25.pt \
+        --upto 50000 --steps 10000 --every 1000 --settings run-softplus:1e-4,run-softplus:1e-3,fresh-softplus:1e-4
+
+(the second: the buffer and policy as they were at 50k steps; docs/algorithms.md quotes both on
+SACALaM seed 1 of the Circle results grid, trained before ``cost_critic_floor``). Settings are
+``START-HEAD:LR`` with START ``run`` (the run's own critics) or ``fresh``, HEAD ``softplus`` or
+``linear``. The lab's critics have no floor: it shows what the head does by itself.
 
 Prints, every ``--every`` steps and for each setting, the critics' mean ``Q_c`` on that slice
 against the Monte-Carlo mean, their correlation, and the mean pre-softplus output.
@@ -22,7 +29,9 @@ import copy
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from omnisafe_alam import functional as F
@@ -89,10 +98,6 @@ def main() -> None:
           f'std {mc[ref].std():.2f}; run critic mean {twin_mean(run.cost_critic, obs[ref], act[ref]).mean():.3f}')
 
     model = cfgs['model_cfgs']
-    space = run.actor  # noqa: F841
-    from gymnasium import spaces
-    import numpy as np
-
     obs_space = spaces.Box(-np.inf, np.inf, (obs.shape[1],))
     act_space = spaces.Box(-1.0, 1.0, (act.shape[1],))
     polyak = alam['cost_polyak'] or cfgs['algo_cfgs']['polyak']
