@@ -268,8 +268,14 @@ def multiplier_regression_loss(lam: torch.Tensor, target: torch.Tensor) -> torch
         L_\lambda(w) = \mathbb{E}_{x \sim \mathcal B}
             \left[ \left(\lambda_w(x) - \mathrm{sg}(\lambda^{k+1}_{\text{target}}(x))\right)^2 \right]
 
+    The network's output is taken *before* its cap (``alam_cfgs.multiplier_max``): the target
+    lies in ``[0, lam_max]``, so an output above the cap is pulled back to it. Through the
+    capped output it would get no gradient at all, and stay at the cap for good once there (on
+    SafetyPointCircle1-v0 every state's output sat at 10.6-14.4 while the policy was feasible at
+    half of them, targets below 10).
+
     Args:
-        lam: multiplier network output, shape ``(B,)``, with gradient to ``w``.
+        lam: multiplier network output before the cap, shape ``(B,)``, with gradient to ``w``.
         target: dual target, shape ``(B,)``; it is detached here (``sg``).
     """
     if lam.shape != target.shape:
@@ -277,23 +283,31 @@ def multiplier_regression_loss(lam: torch.Tensor, target: torch.Tensor) -> torch
     return (lam - target.detach()).pow(2).mean()
 
 
-def multiplier_ascent_loss(lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    r"""Dual gradient ascent on the multiplier network, written as a loss to minimise (Eq. 3).
+def multiplier_ascent_loss(lam: torch.Tensor, g: torch.Tensor, lam_max: float = math.inf) -> torch.Tensor:
+    r"""Dual gradient ascent on the multiplier network, written as a loss to minimise (Eq. 3),
+    projected onto ``[0, lam_max]``.
 
     .. math::
 
-        L_\lambda(w) = -\mathbb{E}_{x \sim \mathcal B}\left[ \lambda_w(x)\, \mathrm{sg}(g(x)) \right]
+        L_\lambda(w) = -\mathbb{E}_{x \sim \mathcal B}\left[ m(x)\, \lambda_w(x)\, \mathrm{sg}(g(x)) \right],
+        \qquad m(x) = 0 \text{ if } \lambda_w(x) \ge \lambda_{\max} \text{ and } g(x) > 0, \text{ else } 1
 
-    Its gradient is :math:`-\mathbb E[g(x) \nabla_w \lambda_w(x)]`, so a descent step on it is
-    the ascent step :math:`w \leftarrow w + \alpha_w \mathbb E[g \nabla_w \lambda_w]` of Eq. 3.
+    Its gradient is :math:`-\mathbb E[m\, g(x) \nabla_w \lambda_w(x)]`, so a descent step on it
+    is the ascent step :math:`w \leftarrow w + \alpha_w \mathbb E[m\, g \nabla_w \lambda_w]` of
+    Eq. 3 (the paper: :math:`m = 1`, no cap). At or above the cap a state's multiplier is not
+    pushed further up, and is still pushed down where the constraint holds; the output is taken
+    before the cap for that reason (see :func:`multiplier_regression_loss`).
 
     Args:
-        lam: multiplier network output, shape ``(B,)``, with gradient to ``w``.
+        lam: multiplier network output before the cap, shape ``(B,)``, with gradient to ``w``.
         g: constraint residual, shape ``(B,)``; it is detached here (``sg``).
+        lam_max: the cap.
     """
     if lam.shape != g.shape:
         raise ValueError(f'shape mismatch: lam {tuple(lam.shape)} vs g {tuple(g.shape)}')
-    return -(lam * g.detach()).mean()
+    g = g.detach()
+    keep = ~((lam.detach() >= lam_max) & (g > 0))
+    return -(lam * g * keep).mean()
 
 
 def violation_metric(lam: torch.Tensor, g: torch.Tensor, rho: float) -> float:

@@ -30,8 +30,8 @@ class MultiplierNet(nn.Module):
     r"""State-wise multiplier :math:`\lambda_w(x) \ge 0` (Sec. II-C, Table I: MLP 2x256 ReLU).
 
     The non-negative head is ``softplus`` (FAC's choice: smooth, gradients everywhere) or
-    ``relu``; the output is then capped at ``max_value`` (``alam_cfgs.multiplier_max``: no
-    gradient flows through the cap, so gradient ascent cannot push it further).
+    ``relu``; the output is then capped at ``max_value`` (``alam_cfgs.multiplier_max``). The
+    losses train :meth:`uncapped`, whose gradient the cap would otherwise cut.
 
     Args:
         obs_dim: observation size.
@@ -72,7 +72,12 @@ class MultiplierNet(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Multiplier at each state: ``(..., obs_dim) -> (...)``."""
-        return torch.clamp(self._head(self.net(obs)), max=self.max_value).squeeze(-1)
+        return torch.clamp(self.uncapped(obs), max=self.max_value)
+
+    def uncapped(self, obs: torch.Tensor) -> torch.Tensor:
+        """The head's output before the cap, which the multiplier losses train (the capped one
+        has no gradient above the cap, so a multiplier that got there could never come down)."""
+        return self._head(self.net(obs)).squeeze(-1)
 
 
 class DualState(nn.Module):

@@ -106,6 +106,49 @@ def test_multiplier_ascent_loss_eq3_and_stop_gradient() -> None:
     assert torch.allclose(lam.grad, -G / 3)  # descent on it = ascent along g
 
 
+def test_multiplier_losses_above_the_cap_by_hand() -> None:
+    # outputs before the cap 10: [12, 12, 5]; g = [0.5, -0.5, 1.0]
+    lam = T([12.0, 12.0, 5.0], requires_grad=True)
+    g = T([0.5, -0.5, 1.0])
+    # ascent, projected: state 1 is at the cap with g > 0 (left out); -(0 + 12 * -0.5 + 5 * 1) / 3 = 1/3
+    loss = F.multiplier_ascent_loss(lam, g, 10.0)
+    assert loss.item() == pytest.approx(1 / 3)
+    loss.backward()
+    # d/dlam = -m g / B = [0, 0.5/3, -1/3]: the capped state with g < 0 is pushed down
+    assert torch.allclose(lam.grad, T([0.0, 0.5 / 3, -1 / 3]))
+    # without a cap (the paper) every state counts: -(6 - 6 + 5) / 3
+    assert F.multiplier_ascent_loss(lam.detach(), g).item() == pytest.approx(-5 / 3)
+    # regression of the uncapped output toward a target in [0, 10]: an output of 12 is pulled
+    # down by 2 (12 - 10) / B per state, which through the capped output it would not be
+    lam = T([12.0, 12.0, 5.0], requires_grad=True)
+    F.multiplier_regression_loss(lam, T([10.0, 9.0, 5.0])).backward()
+    assert torch.allclose(lam.grad, T([4 / 3, 6 / 3, 0.0]))
+
+
+def test_capped_multiplier_comes_back_below_the_cap() -> None:
+    """A multiplier network whose output is 12 everywhere (over the cap of 10) and a dual target
+    of 9: 300 Adam steps (lr 1e-2) on the uncapped output bring the capped one below 10; through
+    the capped output the loss has no gradient and nothing moves."""
+    from omnisafe_alam.models import MultiplierNet
+
+    results = {}
+    for uncapped in (True, False):
+        torch.manual_seed(0)
+        net = MultiplierNet(3, [16, 16], max_value=10.0, init_value=12.0)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        obs = torch.randn(64, 3)
+        for _ in range(300):
+            out = net.uncapped(obs) if uncapped else net(obs)
+            loss = F.multiplier_regression_loss(out, torch.full((64,), 9.0))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            results[uncapped] = net(obs)
+    assert results[True].max().item() < 9.5
+    assert torch.all(results[False] == 10.0)
+
+
 def test_violation_metric() -> None:
     # sqrt(mean([0.25, 0.25, 0.04])) = sqrt(0.18)
     assert F.violation_metric(LAM, G, RHO) == pytest.approx(math.sqrt(0.18))

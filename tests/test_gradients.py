@@ -153,14 +153,23 @@ def test_each_variant_wires_its_own_formulas(algos: dict) -> None:
     # multiplier losses on a batch where the network is replaced by known values
     obs = algos['SACALaM']._buf.sample_batch()['obs'][:3]
     frozen = lambda o: torch.tensor([1.0, 0.0, 2.0])  # noqa: E731  lambda_k
+    # (the losses train the output before the cap, multiplier_max 10)
     for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
-        algos[name]._multiplier_at = lambda o: torch.tensor([0.5, 1.0, 2.0])
+        algos[name]._multiplier_uncapped = lambda o: torch.tensor([0.5, 1.0, 2.0])
     try:
         # regression to max(lam_k + 2 g, 0) = [0, 1, 2.4]: mean(0.25, 0, 0.16)
         assert algos['SACALaM']._multiplier_loss(obs, g, frozen).item() == pytest.approx(0.41 / 3)
         # ascent: -mean(lam * g) = -mean(-0.5, 0.5, 0.4)
         for name in ('SACALaMGA', 'SACLagNet'):
             assert algos[name]._multiplier_loss(obs, g, frozen).item() == pytest.approx(-0.4 / 3)
+        # above the cap: outputs [12, 12, 2]; regression to [0, 1, 2.4] (lam_k capped at 10 is
+        # the frozen value, here [1, 0, 2]): mean(144, 121, 0.16); ascent: the first state (g < 0)
+        # still counts, the second (at the cap, g > 0) does not: -mean(-12, 0, 0.4)
+        for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
+            algos[name]._multiplier_uncapped = lambda o: torch.tensor([12.0, 12.0, 2.0])
+        assert algos['SACALaM']._multiplier_loss(obs, g, frozen).item() == pytest.approx(265.16 / 3)
+        for name in ('SACALaMGA', 'SACLagNet'):
+            assert algos[name]._multiplier_loss(obs, g, frozen).item() == pytest.approx(11.6 / 3)
     finally:
         for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
-            del algos[name]._multiplier_at
+            del algos[name]._multiplier_uncapped

@@ -676,6 +676,11 @@ class StatewiseSAC(StatewiseOffPolicy):
         assert self._actor_critic.multiplier is not None
         return self._actor_critic.multiplier(obs)
 
+    def _multiplier_uncapped(self, obs: torch.Tensor) -> torch.Tensor:
+        """The multiplier network's output before ``multiplier_max``, ``(B,)``: what its losses train."""
+        assert self._actor_critic.multiplier is not None
+        return self._actor_critic.multiplier.uncapped(obs)
+
     # ------------------------------------------------------------ variant hooks
     def _penalty(self, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Per-state constraint penalty of the policy loss (``lam`` detached, ``g`` not)."""

@@ -38,14 +38,14 @@ class SACALaM(StatewiseSAC):
     def _multiplier_loss(self, obs: torch.Tensor, g: torch.Tensor, frozen: nn.Module) -> torch.Tensor:
         with torch.no_grad():
             target = F.dual_target(frozen(obs), g, self._rho, self._cfgs.alam_cfgs.multiplier_max)
-        return F.multiplier_regression_loss(self._multiplier_at(obs), target)
+        return F.multiplier_regression_loss(self._multiplier_uncapped(obs), target)
 
 
 class SACALaMGA(SACALaM):
     """Ablation of SAC-ALaM (Fig. 5): the multiplier is trained by plain dual gradient ascent."""
 
     def _multiplier_loss(self, obs: torch.Tensor, g: torch.Tensor, frozen: nn.Module) -> torch.Tensor:
-        return F.multiplier_ascent_loss(self._multiplier_at(obs), g)
+        return F.multiplier_ascent_loss(self._multiplier_uncapped(obs), g, self._cfgs.alam_cfgs.multiplier_max)
 
 
 class SACLagNet(StatewiseSAC):
@@ -60,7 +60,7 @@ class SACLagNet(StatewiseSAC):
         return F.lagrangian_penalty(lam, g)
 
     def _multiplier_loss(self, obs: torch.Tensor, g: torch.Tensor, frozen: nn.Module) -> torch.Tensor:
-        return F.multiplier_ascent_loss(self._multiplier_at(obs), g)
+        return F.multiplier_ascent_loss(self._multiplier_uncapped(obs), g, self._cfgs.alam_cfgs.multiplier_max)
 
 
 class ASAC(StatewiseSAC):
