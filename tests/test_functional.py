@@ -220,8 +220,14 @@ def test_multiplier_net_cap_and_initial_value() -> None:
         last.bias.fill_(10.0)  # softplus(10) ~ 10, above the cap
     out = net(x)
     assert torch.allclose(out, torch.full((64,), 3.0))
-    out.sum().backward()  # no gradient through the cap: ascent cannot push it further
+    out.sum().backward()  # the capped output has no gradient above the cap ...
     assert last.bias.grad is not None and last.bias.grad.abs().max() == 0
+    # ... which is why the losses train the output before it (softplus(10) = 10.00005), which has
+    last.bias.grad = None
+    raw = net.uncapped(x)
+    assert torch.allclose(raw, torch.full((64,), 10.0), atol=1e-3)
+    raw.sum().backward()
+    assert last.bias.grad.item() == pytest.approx(64 * torch.sigmoid(torch.tensor(10.0)).item(), rel=1e-3)
 
 
 def test_cost_critic_softplus_head_is_nonnegative_and_wraps_the_linear_twins() -> None:
