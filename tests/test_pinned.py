@@ -95,14 +95,14 @@ def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: AN
     assert algo._logger._data['Loss/Loss_cost_critic'][-1] == pytest.approx(mse + 0.08, rel=1e-5)  # noqa: SLF001
 
 
-def test_default_floor_is_a_tenth_of_d(tmp_path: Path) -> None:
-    """``cost_critic_floor 0.1`` with ``d 0.1``: the logit whose softplus is 0.01 (-4.6002);
-    0 turns it off; a linear head has none."""
-    inner = build_algo('SACALaM', tmp_path / 'a', fill=1, env_id=LIMIT)
-    assert inner._cost_logit_floor == pytest.approx(-4.600166, abs=1e-6)  # noqa: SLF001
-    off = build_algo('SACALaM', tmp_path / 'b', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_floor': 0.0})
-    assert off._cost_logit_floor == -math.inf  # noqa: SLF001
-    linear = build_algo('SACALaM', tmp_path / 'c', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_output': 'linear'})
+def test_floor_logit_from_the_config(tmp_path: Path) -> None:
+    """Off by default; ``cost_critic_floor 0.1`` with ``d 0.1``: the logit whose softplus is 0.01
+    (-4.6002); a linear head has none."""
+    default = build_algo('SACALaM', tmp_path / 'a', fill=1, env_id=LIMIT)
+    assert default._cost_logit_floor == -math.inf  # noqa: SLF001
+    on = build_algo('SACALaM', tmp_path / 'b', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_floor': 0.1})
+    assert on._cost_logit_floor == pytest.approx(-4.600166, abs=1e-6)  # noqa: SLF001
+    linear = build_algo('SACALaM', tmp_path / 'c', fill=1, env_id=LIMIT, alam_cfgs={'cost_critic_output': 'linear', 'cost_critic_floor': 0.1})
     assert linear._cost_logit_floor == -math.inf  # noqa: SLF001
 
 

@@ -271,7 +271,7 @@ def test_bad_checkpoints_are_refused_by_name_and_change_nothing(tmp_path: Path) 
 
 def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A run whose config.json and checkpoint predate ``alam_cfgs.cost_critic_floor`` resumes
-    with the floor off (its old behaviour), says so, and trains on; a fresh run has it on."""
+    with the key's old-behaviour value (0: off), says so, and trains on."""
     import json
 
     from omnisafe_alam.checkpoint import build_resumed, list_states, load_state_file
@@ -279,7 +279,7 @@ def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, c
     _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1).learn()
     run = _run_dir(tmp_path)
     config = json.loads((run / 'config.json').read_text())
-    assert config['alam_cfgs'].pop('cost_critic_floor') == 0.1
+    assert config['alam_cfgs'].pop('cost_critic_floor') == 0.0
     (run / 'config.json').write_text(json.dumps(config))
     (newest,) = list_states(run)
     state = load_state_file(newest)
