@@ -61,6 +61,10 @@ def _rot2(angle: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
+#: how far :meth:`ArenaProbe.observe` moves a state whose lidar bearing rounds to a full turn
+NUDGE = 1e-7
+
+
 @dataclass
 class Obstacle:
     """Something to draw: a kind, a centre and a radius (or a wall's x/y position)."""
@@ -131,9 +135,20 @@ class ArenaProbe:
             raise RiskMapError(f'placing the agent at {(x, y)} put it at {self.task.agent.pos[:2]}')
 
     def observe(self, x: float, y: float, heading: float, vx: float, vy: float, omega: float = 0.0) -> np.ndarray:
-        """The flattened observation Safety-Gymnasium returns with the agent in that state."""
-        self.place(x, y, heading, vx, vy, omega)
-        return np.asarray(self.task.obs(), dtype=np.float32)
+        """The flattened observation Safety-Gymnasium returns with the agent in that state.
+
+        Safety-Gymnasium's lidar takes an object's bearing ``% 2 pi`` and indexes ``bearing /
+        bin_size``: a bearing of ``-1e-17`` (an object straight ahead, seen through a rotation
+        matrix with rounding error) becomes exactly ``2 pi`` and indexes one bin past the end.
+        Such a state is observed ``NUDGE`` beside itself (the lidar is continuous there).
+        """
+        for dx, dy in ((0.0, 0.0), (0.0, NUDGE), (0.0, -NUDGE), (NUDGE, 0.0), (-NUDGE, 0.0)):
+            self.place(x + dx, y + dy, heading, vx, vy, omega)
+            try:
+                return np.asarray(self.task.obs(), dtype=np.float32)
+            except IndexError:
+                continue
+        raise RiskMapError(f"Safety-Gymnasium's observation fails at {(x, y)} heading {heading} and {NUDGE} beside it")
 
     def obstacles(self) -> list[Obstacle]:
         """Hazards, goal, vases, pillars, buttons, gremlins, the circle and the walls."""
@@ -310,6 +325,11 @@ def riskmap(
             ax = axes[r][c]
             image = ax.imshow(values, origin='lower', extent=(extent[0], extent[2], extent[1], extent[3]),
                               cmap='magma', vmin=0.0, vmax=vmax)
+            xs, ys, _ = grids[c]
+            level = run.risk_threshold
+            if quantity in ('F_hat', 'G') and values.min() < level < values.max():
+                # the boundary the algorithm acts on: F_hat = d (SAC-FPI: G = p_f)
+                ax.contour(xs, ys, values, levels=[level], colors='cyan', linewidths=1.0)
             _draw_obstacles(ax, obstacles)
             ax.set_xlim(extent[0], extent[2])
             ax.set_ylim(extent[1], extent[3])
@@ -318,7 +338,11 @@ def riskmap(
             ax.set_title(f'{run.algo} {quantity}\nheading {heading:g} deg, v=({vel[0]:g},{vel[1]:g}) |v|={speed:.2g}', fontsize=8)
             ax.tick_params(labelsize=6)
         fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.01)
-    fig.suptitle(f'{env_id} (layout seed {layout_seed}); blue: hazards, green: goal/circle, gold: walls', fontsize=9)
+    fig.suptitle(
+        f'{env_id} (layout seed {layout_seed}); blue: hazards, green: goal/circle, gold: walls;'
+        ' cyan: F_hat = d (G = p_f), feasible on its low side',
+        fontsize=9,
+    )
     fig.savefig(out, dpi=110, bbox_inches='tight')
     plt.close(fig)
     return out

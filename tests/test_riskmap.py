@@ -59,6 +59,20 @@ def test_grid_lidar_sees_the_hazards() -> None:
     probe.close()
 
 
+def test_a_bearing_that_rounds_to_a_full_turn_is_observed() -> None:
+    # At (-2, 0) facing 0 the agent's rotation matrix carries -2.8e-17, the circle's centre lies
+    # at a bearing of -1e-17, `% 2 pi` rounds it to 2 pi and Safety-Gymnasium's lidar indexes bin
+    # 16 of 16 (IndexError): every Circle map at heading 0 and an odd resolution crossed it.
+    probe = ArenaProbe('SafetyPointCircle1-v0', layout_seed=0)
+    obs = probe.observe(-2.0, 0.0, 0.0, 0.0, 0.0)
+    beside = probe.observe(-2.0, 1e-4, 0.0, 0.0, 0.0)
+    assert np.isfinite(obs).all()
+    np.testing.assert_allclose(obs, beside, atol=1e-3)  # the map is continuous through the point
+    xs, ys, grid = grid_observations(probe, 41, 0.0, (1.0, 0.0))
+    assert grid.shape[:2] == (41, 41)
+    probe.close()
+
+
 def test_unsupported_task_gets_a_clear_error(tmp_path: Path) -> None:
     run = tmp_path / 'run'
     run.mkdir()
