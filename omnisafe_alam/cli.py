@@ -91,6 +91,12 @@ def riskmap_command(
         checkpoint=checkpoint,
     )
     typer.echo(f'wrote {path}')
+    if path.with_suffix('.csv').exists():  # the 1-D limit task has no arena summary
+        import pandas as pd
+
+        table = pd.read_csv(path.with_suffix('.csv')).drop(columns=['run'])
+        typer.echo(f'over the cost-free positions (wrote {path.with_suffix(".csv")}):')
+        typer.echo(table.to_string(index=False, float_format=lambda v: f'{v:.3g}'))
 
 
 @app.command('bench')

@@ -9,6 +9,11 @@ those observations and drawn as heatmaps with the hazards, goal, vases, buttons 
 top. The agent is coasting (zero actuation); other joints (a car's wheels) keep their reset state.
 
     omnisafe-alam riskmap RUN_DIR [RUN_DIR ...] --velocity 0,0 --velocity 1,0 --out map.png
+
+Beside the PNG, ``map.csv`` gives one row per run and column: over the map's cost-free positions
+(between the walls, outside every hazard), the share the run calls feasible (``F_hat <= d``) and
+the multiplier's quantiles there. At rest (velocity 0) every cost-free position is truly feasible
+(the agent can stay where it is), so the share at rest says directly how conservative the run is.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from omnisafe_alam.runs import LoadedRun, load_run
 
-__all__ = ['ArenaProbe', 'RiskMapError', 'grid_observations', 'riskmap']
+__all__ = ['ArenaProbe', 'RiskMapError', 'cost_free_mask', 'grid_observations', 'map_summary', 'riskmap']
 
 NAVIGATION = re.compile(r'^Safety(Point|Car)(Goal|Button|Circle)\d+-v\d+$')
 LIMIT_ENV = 'StatewiseLimit-v0'
@@ -172,6 +178,41 @@ class ArenaProbe:
         self.env.close()
 
 
+def cost_free_mask(xs: np.ndarray, ys: np.ndarray, obstacles: list[Obstacle]) -> np.ndarray:
+    """``(len(ys), len(xs))`` booleans: where an agent standing still pays no position cost.
+
+    Safety-Gymnasium's position costs: beyond a wall (``|x| > wall``, and ``|y|`` for the y
+    walls) and inside a hazard (distance ``< size``; at the edge the cost ``size - dist`` is 0).
+    Contact costs (vases, pillars, gremlins) depend on contact, not position, and are not counted.
+    """
+    x, y = np.meshgrid(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+    free = np.ones(x.shape, dtype=bool)
+    for ob in obstacles:
+        if ob.kind == 'wall_x':
+            free &= np.abs(x) <= abs(ob.x)
+        elif ob.kind == 'wall_y':
+            free &= np.abs(y) <= abs(ob.x)
+        elif ob.kind == 'hazards':
+            free &= np.hypot(x - ob.x, y - ob.y) >= ob.size
+    return free
+
+
+def map_summary(values: dict[str, np.ndarray], free: np.ndarray, threshold: float) -> dict[str, float]:
+    """Over the cost-free positions ``free``: the share with risk ``<= threshold`` (``F_hat`` or
+    ``G``) and the multiplier's 10th/50th/90th percentiles (NaN for what the run lacks)."""
+    if not free.any():
+        raise RiskMapError('the map has no cost-free position to summarise')
+    risk = values.get('F_hat', values.get('G'))
+    out = {
+        'cost_free_points': float(free.sum()),
+        'feasible_share': float(np.mean(risk[free] <= threshold)) if risk is not None else float('nan'),
+    }
+    lam = values.get('lambda')
+    for q in (10, 50, 90):
+        out[f'lambda_q{q}'] = float(np.percentile(lam[free], q)) if lam is not None else float('nan')
+    return out
+
+
 def grid_observations(
     probe: ArenaProbe,
     resolution: int,
@@ -266,7 +307,8 @@ def riskmap(
     layout_seed: int = 0,
     checkpoint: str | None = None,
 ) -> Path:
-    """Write a PNG: one row per run and quantity (lambda, F_hat; SAC-FPI: G), one column per state setting.
+    """Write a PNG: one row per run and quantity (lambda, F_hat; SAC-FPI: G), one column per state
+    setting; and beside it (same name, ``.csv``) each run's :func:`map_summary` per setting.
 
     Args:
         run_dirs: finished runs of one environment (e.g. a SACALaM and a SACLagNet run).
@@ -310,8 +352,14 @@ def riskmap(
         probe.close()
 
     rows = []  # (run, quantity, [map per setting])
+    summary = []
     for run in runs:
         maps = [_evaluate(run, obs) for _, _, obs in grids]
+        for (heading, vel), (xs, ys, _), values in zip(settings, grids, maps):
+            stats = map_summary(values, cost_free_mask(xs, ys, obstacles), run.risk_threshold)
+            summary.append({'run': str(run.run_dir), 'algo': run.algo, 'seed': run.cfgs.get('seed'),
+                            'checkpoint': run.checkpoint.name,
+                            'heading': heading, 'vx': vel[0], 'vy': vel[1], **stats})
         for quantity in ('lambda', 'F_hat', 'G'):
             if quantity in maps[0]:
                 rows.append((run, quantity, [m[quantity] for m in maps]))
@@ -345,4 +393,5 @@ def riskmap(
     )
     fig.savefig(out, dpi=110, bbox_inches='tight')
     plt.close(fig)
+    pd.DataFrame(summary).to_csv(out.with_suffix('.csv'), index=False, float_format='%.4g')
     return out

@@ -7,10 +7,19 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import BIN, cli_tiny_args, run_cli
-from omnisafe_alam.riskmap import ArenaProbe, RiskMapError, grid_observations, riskmap
+from omnisafe_alam.riskmap import (
+    ArenaProbe,
+    Obstacle,
+    RiskMapError,
+    cost_free_mask,
+    grid_observations,
+    map_summary,
+    riskmap,
+)
 
 
 def _agent_state(probe: ArenaProbe) -> tuple[float, ...]:
@@ -73,6 +82,38 @@ def test_a_bearing_that_rounds_to_a_full_turn_is_observed() -> None:
     probe.close()
 
 
+def test_cost_free_mask_and_summary_by_hand() -> None:
+    xs = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    ys = np.array([0.0, 1.0])
+    # walls at |x| = 1.5; a hazard of radius 0.5 at (0, 1): (0, 1) is inside, (1, 1) at distance 1 is not
+    obstacles = [Obstacle('wall_x', 1.5, 0.0, 0.0), Obstacle('wall_x', -1.5, 0.0, 0.0),
+                 Obstacle('hazards', 0.0, 1.0, 0.5), Obstacle('vases', 1.0, 0.0, 0.3)]
+    free = cost_free_mask(xs, ys, obstacles)
+    expected = np.array([[False, True, True, True, False], [False, True, False, True, False]])
+    np.testing.assert_array_equal(free, expected)
+    f_hat = np.array([[9.0, 0.05, 0.1, 0.3, 9.0], [9.0, 0.2, 0.0, 0.1, 9.0]])
+    lam = np.array([[0.0, 1.0, 2.0, 3.0, 0.0], [0.0, 4.0, 99.0, 5.0, 0.0]])
+    stats = map_summary({'F_hat': f_hat, 'lambda': lam}, free, threshold=0.1)
+    # free: F_hat 0.05, 0.1, 0.3, 0.2, 0.1 -> 3 of 5 at or below d; lambda 1, 2, 3, 4, 5
+    assert stats['cost_free_points'] == 5
+    assert stats['feasible_share'] == pytest.approx(0.6)
+    assert stats['lambda_q50'] == pytest.approx(3.0)
+    assert stats['lambda_q10'] == pytest.approx(1.4)
+    assert stats['lambda_q90'] == pytest.approx(4.6)
+    assert np.isnan(map_summary({'lambda': lam}, free, 0.1)['feasible_share'])
+    with pytest.raises(RiskMapError, match='no cost-free position'):
+        map_summary({'F_hat': f_hat}, np.zeros_like(free), 0.1)
+
+
+def test_circle_walls_bound_the_cost_free_positions() -> None:
+    probe = ArenaProbe('SafetyPointCircle1-v0', layout_seed=0)
+    walls = [ob for ob in probe.obstacles() if ob.kind.startswith('wall')]
+    probe.close()
+    assert sorted(ob.x for ob in walls) == pytest.approx([-1.125, 1.125])
+    free = cost_free_mask(np.array([-1.2, -1.1, 0.0, 1.1, 1.2]), np.array([0.0, 5.0]), walls)
+    np.testing.assert_array_equal(free, [[False, True, True, True, False]] * 2)
+
+
 def test_unsupported_task_gets_a_clear_error(tmp_path: Path) -> None:
     run = tmp_path / 'run'
     run.mkdir()
@@ -95,5 +136,10 @@ def test_command_writes_a_png_from_a_tiny_run(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 20_000
+    summary = pd.read_csv(tmp_path / 'map.csv')
+    assert list(summary[['vx', 'vy']].itertuples(index=False, name=None)) == [(0.0, 0.0), (1.0, 0.0)]
+    assert (summary['cost_free_points'] > 0).all() and summary['feasible_share'].between(0, 1).all()
+    assert (summary['lambda_q10'] <= summary['lambda_q90']).all()
+    assert 'feasible_share' in out.stdout
     bad = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--velocity', 'fast'], cwd=tmp_path)
     assert bad.returncode != 0 and 'vx,vy' in bad.stdout + bad.stderr
