@@ -54,7 +54,11 @@ def compare_runs(
     """Learning curves per seed, the normalised summary, the stability panel and a table of runs."""
     from omnisafe_alam.compare import compare
 
-    outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes)
+    try:
+        outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes)
+    except (FileNotFoundError, ValueError) as error:  # no runs under the roots, a bad --last-frac
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
     for name, path in outputs.items():
         typer.echo(f'{name}: {path}')
     typer.echo(outputs['table'].read_text(encoding='utf-8'))
@@ -79,17 +83,22 @@ def riskmap_command(
     checkpoint: str = typer.Option(None, help='checkpoint file name, e.g. epoch-25.pt (default: newest)'),
 ) -> None:
     """Heatmaps of the learned multiplier lambda(x) and F_hat(x) over the arena (Fig. 6)."""
-    from omnisafe_alam.riskmap import riskmap
+    from omnisafe_alam.riskmap import RiskMapError, riskmap
+    from omnisafe_alam.runs import RunError
 
-    path = riskmap(
-        run_dirs,
-        out,
-        velocities=[_velocity(v) for v in velocity],
-        headings=heading,
-        resolution=resolution,
-        layout_seed=layout_seed,
-        checkpoint=checkpoint,
-    )
+    try:
+        path = riskmap(
+            run_dirs,
+            out,
+            velocities=[_velocity(v) for v in velocity],
+            headings=heading,
+            resolution=resolution,
+            layout_seed=layout_seed,
+            checkpoint=checkpoint,
+        )
+    except (RiskMapError, RunError) as error:  # not a run, a task without an arena, no checkpoint
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
     typer.echo(f'wrote {path}')
     if path.with_suffix('.csv').exists():  # the 1-D limit task has no arena summary
         import pandas as pd

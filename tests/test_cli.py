@@ -198,3 +198,12 @@ def test_agent_api_in_a_user_script_without_importing_the_plugin(tmp_path: Path)
     # save_model_freq (100) > epochs (2): the final policy is still saved
     (run,) = (tmp_path / 'SACALaM-{SafetyPointGoal1-v0}').glob('seed-*')
     assert sorted(p.name for p in (run / 'torch_save').iterdir()) == ['epoch-0.pt', 'epoch-2.pt']
+
+
+def test_compare_and_riskmap_name_bad_input_without_a_traceback(tmp_path: Path) -> None:
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'compare', str(tmp_path)], cwd=tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert 'error: no finished runs' in out.stderr and 'Traceback' not in out.stdout + out.stderr
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(tmp_path)], cwd=tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert 'has no config.json' in out.stderr and 'Traceback' not in out.stdout + out.stderr
