@@ -165,3 +165,25 @@ def test_the_results_grids_validate(name: str) -> None:
     plugin = [r for r in runs if r.algo not in ('SACLag', 'SACPID')]
     assert all(r.custom_cfgs['alam_cfgs']['multiplier_lr'] == 0.0004 for r in plugin)
     assert all('alam_cfgs' not in r.custom_cfgs for r in runs if r.algo in ('SACLag', 'SACPID'))
+
+
+def test_the_short_rate_companion_differs_from_the_circle_grid_only_in_its_rates() -> None:
+    from conftest import REPO
+
+    (main,) = [r for r in expand_grid(load_grid(REPO / 'examples' / 'results_circle.yaml'))
+               if r.algo == 'SACALaM' and r.seed == 0]
+    short = expand_grid(load_grid(REPO / 'examples' / 'results_circle_short_rates.yaml'))
+    check_runs(short)
+    assert [r.seed for r in short] == [0, 1] and short[0].total_steps == main.total_steps
+    rates = {('model_cfgs', 'actor', 'lr'): 0.001, ('model_cfgs', 'critic', 'lr'): 0.001,
+             ('alam_cfgs', 'm_lambda'): 20, ('alam_cfgs', 'multiplier_lr'): 0.001}
+
+    def flat(tree: dict, prefix: tuple = ()) -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, prefix + (key,)) if isinstance(value, dict) else {prefix + (key,): value})
+        return out
+
+    got, base = flat(short[0].custom_cfgs), flat(main.custom_cfgs)
+    assert {k: got[k] for k in rates} == rates
+    assert {k: v for k, v in got.items() if k not in rates} == {k: v for k, v in base.items() if k not in rates}
