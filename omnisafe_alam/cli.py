@@ -81,6 +81,7 @@ def riskmap_command(
     resolution: int = typer.Option(41, help='grid points per axis'),
     layout_seed: int = typer.Option(0, help='reset seed fixing the hazards and goal layout'),
     checkpoint: str = typer.Option(None, help='checkpoint file name, e.g. epoch-25.pt (default: newest)'),
+    plot: bool = typer.Option(True, help='--no-plot: only the CSV beside --out (e.g. for every seed)'),
 ) -> None:
     """Heatmaps of the learned multiplier lambda(x) and F_hat(x) over the arena (Fig. 6)."""
     from omnisafe_alam.riskmap import RiskMapError, riskmap
@@ -95,6 +96,7 @@ def riskmap_command(
             resolution=resolution,
             layout_seed=layout_seed,
             checkpoint=checkpoint,
+            plot=plot,
         )
     except (RiskMapError, RunError) as error:  # not a run, a task without an arena, no checkpoint
         typer.echo(f'error: {error}', err=True)

@@ -306,6 +306,7 @@ def riskmap(
     resolution: int = 41,
     layout_seed: int = 0,
     checkpoint: str | None = None,
+    plot: bool = True,
 ) -> Path:
     """Write a PNG: one row per run and quantity (lambda, F_hat; SAC-FPI: G), one column per state
     setting; and beside it (same name, ``.csv``) each run's :func:`map_summary` per setting.
@@ -318,6 +319,7 @@ def riskmap(
         resolution: grid points per axis.
         layout_seed: reset seed that fixes where the hazards and the goal are.
         checkpoint: checkpoint file name (default: each run's newest).
+        plot: False writes only the CSV (for many runs, e.g. every seed), and returns its path.
     """
     import matplotlib
 
@@ -363,6 +365,10 @@ def riskmap(
         for quantity in ('lambda', 'F_hat', 'G'):
             if quantity in maps[0]:
                 rows.append((run, quantity, [m[quantity] for m in maps]))
+    if not plot:
+        csv = out.with_suffix('.csv')
+        pd.DataFrame(summary).to_csv(csv, index=False, float_format='%.4g')
+        return csv
     fig, axes = plt.subplots(
         len(rows), len(settings), figsize=(3.6 * len(settings) + 1, 3.6 * len(rows)), squeeze=False,
         constrained_layout=True,

@@ -141,5 +141,9 @@ def test_command_writes_a_png_from_a_tiny_run(tmp_path: Path) -> None:
     assert (summary['cost_free_points'] > 0).all() and summary['feasible_share'].between(0, 1).all()
     assert (summary['lambda_q10'] <= summary['lambda_q90']).all()
     assert 'feasible_share' in out.stdout
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--out', str(tmp_path / 'only.png'),
+                   '--resolution', '9', '--no-plot'], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not (tmp_path / 'only.png').exists() and len(pd.read_csv(tmp_path / 'only.csv')) == 1
     bad = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--velocity', 'fast'], cwd=tmp_path)
     assert bad.returncode != 0 and 'vx,vy' in bad.stdout + bad.stderr
