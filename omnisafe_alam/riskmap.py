@@ -199,13 +199,18 @@ def cost_free_mask(xs: np.ndarray, ys: np.ndarray, obstacles: list[Obstacle]) ->
 
 def map_summary(values: dict[str, np.ndarray], free: np.ndarray, threshold: float) -> dict[str, float]:
     """Over the cost-free positions ``free``: the share with risk ``<= threshold`` (``F_hat`` or
-    ``G``) and the multiplier's 10th/50th/90th percentiles (NaN for what the run lacks)."""
+    ``G``), the risk's median there and over the costly positions, and the multiplier's
+    10th/50th/90th percentiles (NaN for what the run lacks)."""
     if not free.any():
         raise RiskMapError('the map has no cost-free position to summarise')
     risk = values.get('F_hat', values.get('G'))
+    nan = float('nan')
     out = {
         'cost_free_points': float(free.sum()),
-        'feasible_share': float(np.mean(risk[free] <= threshold)) if risk is not None else float('nan'),
+        'feasible_share': float(np.mean(risk[free] <= threshold)) if risk is not None else nan,
+        # does the estimate rank risk even where its level is off? its median on each side
+        'risk_median_free': float(np.median(risk[free])) if risk is not None else nan,
+        'risk_median_costly': float(np.median(risk[~free])) if risk is not None and (~free).any() else nan,
     }
     lam = values.get('lambda')
     for q in (10, 50, 90):

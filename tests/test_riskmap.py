@@ -98,6 +98,8 @@ def test_cost_free_mask_and_summary_by_hand() -> None:
     assert stats['cost_free_points'] == 5
     assert stats['feasible_share'] == pytest.approx(0.6)
     assert stats['lambda_q50'] == pytest.approx(3.0)
+    assert stats['risk_median_free'] == pytest.approx(0.1)
+    assert stats['risk_median_costly'] == pytest.approx(9.0)  # 9, 9, 9, 9 and 0.0 in the hazard
     assert stats['lambda_q10'] == pytest.approx(1.4)
     assert stats['lambda_q90'] == pytest.approx(4.6)
     assert np.isnan(map_summary({'lambda': lam}, free, 0.1)['feasible_share'])
