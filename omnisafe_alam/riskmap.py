@@ -12,8 +12,10 @@ top. The agent is coasting (zero actuation); other joints (a car's wheels) keep 
 
 Beside the PNG, ``map.csv`` gives one row per run and column: over the map's cost-free positions
 (between the walls, outside every hazard), the share the run calls feasible (``F_hat <= d``) and
-the multiplier's quantiles there. At rest (velocity 0) every cost-free position is truly feasible
-(the agent can stay where it is), so the share at rest says directly how conservative the run is.
+the multiplier's quantiles there. At rest (velocity 0) every cost-free position lies in the
+maximal feasible region (standing still is safe for ever); ``F_hat`` judges the run's own policy
+from there, so the share at rest says how much of what could be safe the run's policy and critics
+claim as safe: a low share is a conservative (or unsafe) policy, or an over-estimating critic.
 """
 
 from __future__ import annotations
