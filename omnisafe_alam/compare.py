@@ -44,6 +44,7 @@ __all__ = [
     'compare',
     'format_interval',
     'interval95',
+    'upper_bound',
     'mean_ci95',
     'normalised_summary',
     't_critical_95',
@@ -92,20 +93,47 @@ MIN_SEEDS_FOR_BAND = 5
 STABILITY_ALGOS = ('SACALaM', 'SACLagNet')
 
 
-def interval95(values: Any, nonnegative: bool = False) -> tuple[float, float, float]:
+#: metrics capped by a config key of the plugin's runs (the multiplier by ``multiplier_max``, the
+#: penalty coefficient by ``rho_max``): their intervals are cut there, as costs' are at 0
+UPPER_BOUNDS = {
+    'multiplier': ('alam_cfgs', 'multiplier_max'),
+    'multiplier_max': ('alam_cfgs', 'multiplier_max'),
+    'rho': ('alam_cfgs', 'rho_max'),
+}
+
+
+def interval95(values: Any, nonnegative: bool = False, upper: float | None = None) -> tuple[float, float, float]:
     """Mean and 95% t-interval ``(mean, low, high)`` over seeds; ``low`` is cut at 0 for a
-    quantity that cannot be negative (an interval is a statement about where the mean can be).
-    NaN bounds for a single value."""
+    quantity that cannot be negative and ``high`` at ``upper`` for one that cannot exceed it (an
+    interval is a statement about where the mean can be). NaN bounds for a single value."""
     mean, half = mean_ci95(values)
     low, high = mean - half, mean + half
     if nonnegative and not np.isnan(low):
         low = max(low, 0.0)
+    if upper is not None and not np.isnan(high):
+        high = min(high, upper)
     return mean, low, high
 
 
-def format_interval(values: Any, nonnegative: bool = False) -> str:
+def upper_bound(paths: list[Path], metric: str) -> float | None:
+    """The largest value ``metric`` can take in any of these runs (from their config.json), or
+    None when it is not bounded by config in all of them."""
+    if metric not in UPPER_BOUNDS:
+        return None
+    group, key = UPPER_BOUNDS[metric]
+    caps = []
+    for path in paths:
+        cfg = json.loads((Path(path) / 'config.json').read_text(encoding='utf-8'))
+        cap = (cfg.get(group) or {}).get(key)
+        if cap is None:
+            return None
+        caps.append(float(cap))
+    return max(caps) if caps else None
+
+
+def format_interval(values: Any, nonnegative: bool = False, upper: float | None = None) -> str:
     """``mean [low, high]`` (or the mean alone for one seed, ``n/a`` for none)."""
-    mean, low, high = interval95(values, nonnegative)
+    mean, low, high = interval95(values, nonnegative, upper)
     if np.isnan(mean):
         return 'n/a'
     if np.isnan(low):
@@ -381,7 +409,7 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
         if eval_episodes > 0:
             row.update(evaluate_unsafe_steps(record, eval_episodes))
         rows.append(row)
-    per_run = pd.DataFrame(rows)
+    per_run = pd.DataFrame(rows)  # row i is records[i]
     per_run.to_csv(out / 'per_run.csv', index=False)
 
     metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps', 'train_s')]
@@ -389,7 +417,8 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
-            row[metric] = format_interval(group[metric], metric in NONNEGATIVE)
+            runs = [records[i].path for i in group.index]
+            row[metric] = format_interval(group[metric], metric in NONNEGATIVE, upper_bound(runs, metric))
         table_rows.append(row)
     summary = normalised_summary(per_run)
     text = [

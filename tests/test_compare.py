@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,14 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run_cli, write_grid
-from omnisafe_alam.compare import format_interval, interval95, mean_ci95, normalised_summary, t_critical_95
+from omnisafe_alam.compare import (
+    format_interval,
+    interval95,
+    mean_ci95,
+    normalised_summary,
+    t_critical_95,
+    upper_bound,
+)
 
 
 def test_mean_ci95_by_hand() -> None:
@@ -29,6 +37,20 @@ def test_intervals_of_nonnegative_quantities_stop_at_zero() -> None:
     assert format_interval([0.0, 0.0, 3.0], nonnegative=True) == '1.00 [0.00, 5.30]'
     assert format_interval([-1.0, 1.0, 3.0]) == '1.00 [-3.97, 5.97]'  # a return may be negative
     assert format_interval([2.5]) == '2.50' and format_interval([float('nan')]) == 'n/a'
+
+
+def test_a_capped_multipliers_interval_stops_at_the_cap(tmp_path: Path) -> None:
+    # [10, 10, 7]: mean 9, sd sqrt(3), sem 1 -> [4.697, 13.303], cut at multiplier_max 10
+    assert interval95([10.0, 10.0, 7.0], nonnegative=True, upper=10.0) == pytest.approx((9.0, 4.697, 10.0))
+    runs = []
+    for i, cfg in enumerate([{'alam_cfgs': {'multiplier_max': 10, 'rho_max': 5}},
+                             {'alam_cfgs': {'multiplier_max': 20, 'rho_max': 5}}, {'lagrange_cfgs': {}}]):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / 'config.json').write_text(json.dumps(cfg))
+        runs.append(tmp_path / str(i))
+    assert upper_bound(runs[:2], 'multiplier') == 20.0 and upper_bound(runs[:2], 'rho') == 5.0
+    assert upper_bound(runs, 'multiplier') is None  # SACLag's multiplier has no cap
+    assert upper_bound(runs[:2], 'ep_cost') is None
 
 
 def test_normalised_summary_by_hand() -> None:
