@@ -42,9 +42,9 @@ __all__ = [
     'RunRecord',
     'collect_runs',
     'compare',
+    'config_bounds',
     'format_interval',
     'interval95',
-    'upper_bound',
     'mean_ci95',
     'normalised_summary',
     't_critical_95',
@@ -93,47 +93,55 @@ MIN_SEEDS_FOR_BAND = 5
 STABILITY_ALGOS = ('SACALaM', 'SACLagNet')
 
 
-#: metrics capped by a config key of the plugin's runs (the multiplier by ``multiplier_max``, the
-#: penalty coefficient by ``rho_max``): their intervals are cut there, as costs' are at 0
-UPPER_BOUNDS = {
-    'multiplier': ('alam_cfgs', 'multiplier_max'),
-    'multiplier_max': ('alam_cfgs', 'multiplier_max'),
-    'rho': ('alam_cfgs', 'rho_max'),
+#: metrics bounded by config keys of the plugin's runs, as ``(lower, upper)``: the multiplier
+#: by ``multiplier_max``, the penalty coefficient by ``rho_init`` and ``rho_max``; their intervals
+#: are cut there, as costs' are at 0
+CONFIG_BOUNDS = {
+    'multiplier': (None, ('alam_cfgs', 'multiplier_max')),
+    'multiplier_max': (None, ('alam_cfgs', 'multiplier_max')),
+    'rho': (('alam_cfgs', 'rho_init'), ('alam_cfgs', 'rho_max')),
 }
 
 
-def interval95(values: Any, nonnegative: bool = False, upper: float | None = None) -> tuple[float, float, float]:
+def interval95(
+    values: Any, nonnegative: bool = False, lower: float | None = None, upper: float | None = None,
+) -> tuple[float, float, float]:
     """Mean and 95% t-interval ``(mean, low, high)`` over seeds; ``low`` is cut at 0 for a
-    quantity that cannot be negative and ``high`` at ``upper`` for one that cannot exceed it (an
-    interval is a statement about where the mean can be). NaN bounds for a single value."""
+    quantity that cannot be negative (and at ``lower``), ``high`` at ``upper`` for one that cannot
+    exceed it (an interval is a statement about where the mean can be). NaN bounds for a single value."""
     mean, half = mean_ci95(values)
     low, high = mean - half, mean + half
     if nonnegative and not np.isnan(low):
         low = max(low, 0.0)
+    if lower is not None and not np.isnan(low):
+        low = max(low, lower)
     if upper is not None and not np.isnan(high):
         high = min(high, upper)
     return mean, low, high
 
 
-def upper_bound(paths: list[Path], metric: str) -> float | None:
-    """The largest value ``metric`` can take in any of these runs (from their config.json), or
-    None when it is not bounded by config in all of them."""
-    if metric not in UPPER_BOUNDS:
-        return None
-    group, key = UPPER_BOUNDS[metric]
-    caps = []
-    for path in paths:
-        cfg = json.loads((Path(path) / 'config.json').read_text(encoding='utf-8'))
-        cap = (cfg.get(group) or {}).get(key)
-        if cap is None:
-            return None
-        caps.append(float(cap))
-    return max(caps) if caps else None
+def config_bounds(paths: list[Path], metric: str) -> tuple[float | None, float | None]:
+    """``(lower, upper)``: the range ``metric`` can take in any of these runs (from their
+    config.json); None on a side not bounded by config in all of them."""
+    bounds: list[float | None] = []
+    for side, pick in zip(CONFIG_BOUNDS.get(metric, (None, None)), (min, max)):
+        values = []
+        for path in paths if side is not None else []:
+            cfg = json.loads((Path(path) / 'config.json').read_text(encoding='utf-8'))
+            value = (cfg.get(side[0]) or {}).get(side[1])
+            if value is None:
+                values = []
+                break
+            values.append(float(value))
+        bounds.append(pick(values) if values else None)
+    return bounds[0], bounds[1]
 
 
-def format_interval(values: Any, nonnegative: bool = False, upper: float | None = None) -> str:
+def format_interval(
+    values: Any, nonnegative: bool = False, lower: float | None = None, upper: float | None = None,
+) -> str:
     """``mean [low, high]`` (or the mean alone for one seed, ``n/a`` for none)."""
-    mean, low, high = interval95(values, nonnegative, upper)
+    mean, low, high = interval95(values, nonnegative, lower, upper)
     if np.isnan(mean):
         return 'n/a'
     if np.isnan(low):
@@ -418,14 +426,15 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
             runs = [records[i].path for i in group.index]
-            row[metric] = format_interval(group[metric], metric in NONNEGATIVE, upper_bound(runs, metric))
+            row[metric] = format_interval(group[metric], metric in NONNEGATIVE, *config_bounds(runs, metric))
         table_rows.append(row)
     summary = normalised_summary(per_run)
     text = [
         '# Comparison',
         '',
         f'Mean and [95% t-interval] over seeds of the last {last_frac:.0%} of training epochs '
-        '(cut at 0 for quantities that cannot be negative; one seed: the mean alone).',
+        '(cut at 0 for quantities that cannot be negative, and the multiplier and rho at their configured '
+        'cap and floor; one seed: the mean alone).',
         '',
         markdown_table(pd.DataFrame(table_rows)),
         '',
