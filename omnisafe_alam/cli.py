@@ -50,12 +50,13 @@ def compare_runs(
     out: Path = typer.Option(Path('runs/compare'), help='where the PNGs and the table go'),
     last_frac: float = typer.Option(0.1, help='final fraction of epochs averaged for the table'),
     eval_episodes: int = typer.Option(0, help='deterministic episodes per run to count unsafe steps'),
+    settle_cost: float = typer.Option(25.0, help='episode cost for cost_settled (OmniSafe cost_limit: 25)'),
 ) -> None:
     """Learning curves per seed, the normalised summary, the stability panel and a table of runs."""
     from omnisafe_alam.compare import compare
 
     try:
-        outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes)
+        outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes, settle_cost=settle_cost)
     except (FileNotFoundError, ValueError) as error:  # no runs under the roots, a bad --last-frac
         typer.echo(f'error: {error}', err=True)
         raise typer.Exit(2) from None

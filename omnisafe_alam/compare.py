@@ -23,6 +23,10 @@ epochs; intervals of quantities that cannot be negative are cut at zero):
   multiplier (SACLag, SACPID, ASAC); ``rho`` where there is one.
 - ``ep_cost_std_2nd_half`` / ``multiplier_tv_2nd_half``: oscillation over the second half of the
   run (:func:`omnisafe_alam.runs.stability_metrics`).
+- ``cost_settled``: how many seeds brought the episode cost down for good (at or below
+  ``settle_cost``, 25 = OmniSafe's ``cost_limit``, from some epoch to the end), and the median
+  step at which they did (per run: ``cost_settled_at`` in per_run.csv, NaN for never;
+  :func:`omnisafe_alam.runs.settled_at`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from omnisafe_alam.runs import markdown_table, stability_metrics
+from omnisafe_alam.runs import markdown_table, settled_at, stability_metrics
 
 __all__ = [
     'RunRecord',
@@ -396,10 +400,14 @@ def _summary_plot(summary: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes: int = 0) -> dict[str, Path]:
+def compare(
+    roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes: int = 0, settle_cost: float = 25.0,
+) -> dict[str, Path]:
     """Write learning_curves.png, normalised_summary.png, comparison.md and per_run.csv."""
     if not 0.0 < last_frac <= 1.0:
         raise ValueError(f'last_frac must be in (0, 1], got {last_frac}')
+    if not settle_cost >= 0.0:
+        raise ValueError(f'settle_cost must be >= 0 (an episode cost), got {settle_cost}')
     records = collect_runs(roots)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -413,6 +421,7 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
             # wall-clock seconds of training (OmniSafe's Time/Total; a resumed run's included)
             'train_s': float(record.progress['Time/Total'].iloc[-1]) if 'Time/Total' in record.progress else float('nan'),
             **_final_stats(record, last_frac),
+            'cost_settled_at': settled_at(record.progress, settle_cost),
         }
         if eval_episodes > 0:
             row.update(evaluate_unsafe_steps(record, eval_episodes))
@@ -420,13 +429,15 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
     per_run = pd.DataFrame(rows)  # row i is records[i]
     per_run.to_csv(out / 'per_run.csv', index=False)
 
-    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps', 'train_s')]
+    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps', 'train_s', 'cost_settled_at')]
     table_rows = []
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
             runs = [records[i].path for i in group.index]
             row[metric] = format_interval(group[metric], metric in NONNEGATIVE, *config_bounds(runs, metric))
+        settled = group['cost_settled_at'].dropna()
+        row['cost_settled'] = f'{len(settled)}/{len(group)}' + (f', {settled.median():,.0f}' if len(settled) else '')
         table_rows.append(row)
     summary = normalised_summary(per_run)
     text = [
@@ -440,6 +451,9 @@ def compare(roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes:
         '',
         f"Training time: {per_run['train_s'].sum() / 3600:.2f} h of wall clock over {len(per_run)} runs "
         f"({per_run['steps'].sum():,} environment steps; per run in per_run.csv, column train_s).",
+        '',
+        f'cost_settled: seeds whose episode cost came down to {settle_cost:g} or below and stayed there '
+        'to the end, and the median step from which it did (per run: cost_settled_at).',
         '',
         '## Normalised over tasks (Fig. 2 style)',
         '',

@@ -18,6 +18,7 @@ __all__ = [
     'load_policy',
     'load_run',
     'markdown_table',
+    'settled_at',
     'stability_metrics',
     'total_variation',
 ]
@@ -224,6 +225,18 @@ def stability_metrics(progress: pd.DataFrame) -> dict[str, float]:
         mean = float(np.mean(lam))
         out['multiplier_tv_rel'] = out['multiplier_tv'] / mean if mean > 0 else float('nan')
     return out
+
+
+def settled_at(progress: pd.DataFrame, limit: float) -> float:
+    """The first ``TotalEnvSteps`` from which the epoch's ``Metrics/EpCost`` stays ``<= limit`` to
+    the end of the run (NaN when the last epoch is above it): when the cost came down for good."""
+    cost = progress['Metrics/EpCost'].to_numpy(dtype=float)
+    steps = progress['TotalEnvSteps'].to_numpy(dtype=float)
+    above = np.flatnonzero(~(cost <= limit))  # NaN counts as above
+    if len(above) == 0:
+        return float(steps[0])
+    first = above[-1] + 1
+    return float(steps[first]) if first < len(cost) else float('nan')
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:

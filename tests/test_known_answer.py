@@ -19,7 +19,7 @@ from omnisafe_alam.envs.limit import (
     optimal_multiplier,
     optimal_return,
 )
-from omnisafe_alam.runs import load_run, stability_metrics, total_variation
+from omnisafe_alam.runs import load_run, settled_at, stability_metrics, total_variation
 
 D = 0.1
 
@@ -121,6 +121,16 @@ def test_stability_metrics_by_hand() -> None:
     assert out['ep_cost_tv'] == pytest.approx(3.0)  # |3-1| + |2-3|
     assert out['ep_cost_std'] == pytest.approx(math.sqrt(2 / 3))
     assert total_variation([5.0]) == 0.0
+
+
+def test_settled_at_by_hand() -> None:
+    steps = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+    frame = pd.DataFrame({'TotalEnvSteps': steps, 'Metrics/EpCost': [40.0, 10.0, 30.0, 25.0, 5.0]})
+    assert settled_at(frame, 25.0) == 8000.0  # 30 at 6000 is the last epoch above 25
+    assert settled_at(frame, 4.0) != settled_at(frame, 4.0)  # the last epoch is above: never (NaN)
+    assert settled_at(frame, 40.0) == 2000.0  # below from the first epoch on
+    frame.loc[3, 'Metrics/EpCost'] = float('nan')  # an epoch without a finished episode counts as above
+    assert settled_at(frame, 25.0) == 10000.0
 
 
 def _train(algo: str, tmp_path: Path, extra: list[str]) -> Path:
