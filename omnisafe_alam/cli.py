@@ -53,11 +53,11 @@ def compare_runs(
     settle_cost: float = typer.Option(25.0, help='episode cost for cost_settled (OmniSafe cost_limit: 25)'),
 ) -> None:
     """Learning curves per seed, the normalised summary, the stability panel and a table of runs."""
-    from omnisafe_alam.compare import compare
+    from omnisafe_alam.compare import CompareError, compare
 
     try:
         outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes, settle_cost=settle_cost)
-    except (FileNotFoundError, ValueError) as error:  # no runs under the roots, a bad --last-frac
+    except (CompareError, FileNotFoundError) as error:  # a bad --last-frac, no runs, a missing file
         typer.echo(f'error: {error}', err=True)
         raise typer.Exit(2) from None
     for name, path in outputs.items():

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import pandas as pd
 from omnisafe_alam.runs import markdown_table, settled_at, stability_metrics
 
 __all__ = [
+    'CompareError',
     'RunRecord',
     'collect_runs',
     'compare',
@@ -107,6 +108,10 @@ CONFIG_BOUNDS = {
 }
 
 
+class CompareError(ValueError):
+    """A bad argument to :func:`compare` (the command prints it without a traceback)."""
+
+
 def interval95(
     values: Any, nonnegative: bool = False, lower: float | None = None, upper: float | None = None,
 ) -> tuple[float, float, float]:
@@ -124,20 +129,13 @@ def interval95(
     return mean, low, high
 
 
-def config_bounds(paths: list[Path], metric: str) -> tuple[float | None, float | None]:
-    """``(lower, upper)``: the range ``metric`` can take in any of these runs (from their
-    config.json); None on a side not bounded by config in all of them."""
+def config_bounds(cfgs: list[dict[str, Any]], metric: str) -> tuple[float | None, float | None]:
+    """``(lower, upper)``: the range ``metric`` can take in any of these runs (their configs);
+    None on a side not bounded by config in all of them."""
     bounds: list[float | None] = []
     for side, pick in zip(CONFIG_BOUNDS.get(metric, (None, None)), (min, max)):
-        values = []
-        for path in paths if side is not None else []:
-            cfg = json.loads((Path(path) / 'config.json').read_text(encoding='utf-8'))
-            value = (cfg.get(side[0]) or {}).get(side[1])
-            if value is None:
-                values = []
-                break
-            values.append(float(value))
-        bounds.append(pick(values) if values else None)
+        values = [(cfg.get(side[0]) or {}).get(side[1]) for cfg in cfgs] if side is not None else []
+        bounds.append(pick(float(v) for v in values) if values and None not in values else None)
     return bounds[0], bounds[1]
 
 
@@ -162,6 +160,7 @@ class RunRecord:
     env_id: str
     seed: int
     progress: pd.DataFrame
+    cfg: dict[str, Any] = field(default_factory=dict)  # the run's config.json
 
 
 def collect_runs(roots: list[Path]) -> list[RunRecord]:
@@ -177,7 +176,7 @@ def collect_runs(roots: list[Path]) -> list[RunRecord]:
             frame = pd.read_csv(progress)
             if frame.empty:
                 continue
-            records.append(RunRecord(progress.parent, cfg['algo'], cfg['env_id'], int(cfg.get('seed', 0)), frame))
+            records.append(RunRecord(progress.parent, cfg['algo'], cfg['env_id'], int(cfg.get('seed', 0)), frame, cfg))
     if not records:
         raise FileNotFoundError(f'no finished runs (progress.csv + config.json) under {roots}')
     return records
@@ -228,7 +227,7 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
             stacklevel=2,
         )
         return {'eval_return': float('nan'), 'eval_cost': float('nan'), 'eval_unsafe_steps': float('nan')}
-    cfg = json.loads((record.path / 'config.json').read_text(encoding='utf-8'))
+    cfg = record.cfg or json.loads((record.path / 'config.json').read_text(encoding='utf-8'))
     env = make(record.env_id, num_envs=1, **(cfg.get('env_cfgs') or {}))
     params = torch.load(checkpoint, map_location='cpu', weights_only=True)
     actor, normalizer = load_policy(cfg, params, env.observation_space, env.action_space)
@@ -405,9 +404,9 @@ def compare(
 ) -> dict[str, Path]:
     """Write learning_curves.png, normalised_summary.png, comparison.md and per_run.csv."""
     if not 0.0 < last_frac <= 1.0:
-        raise ValueError(f'last_frac must be in (0, 1], got {last_frac}')
+        raise CompareError(f'last_frac must be in (0, 1], got {last_frac}')
     if not settle_cost >= 0.0:
-        raise ValueError(f'settle_cost must be >= 0 (an episode cost), got {settle_cost}')
+        raise CompareError(f'settle_cost must be >= 0 (an episode cost), got {settle_cost}')
     records = collect_runs(roots)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -434,8 +433,8 @@ def compare(
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
-            runs = [records[i].path for i in group.index]
-            row[metric] = format_interval(group[metric], metric in NONNEGATIVE, *config_bounds(runs, metric))
+            cfgs = [records[i].cfg for i in group.index]
+            row[metric] = format_interval(group[metric], metric in NONNEGATIVE, *config_bounds(cfgs, metric))
         settled = group['cost_settled_at'].dropna()
         row['cost_settled'] = f'{len(settled)}/{len(group)}' + (f', {settled.median():,.0f}' if len(settled) else '')
         table_rows.append(row)

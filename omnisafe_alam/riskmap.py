@@ -216,7 +216,7 @@ def map_summary(values: dict[str, np.ndarray], free: np.ndarray, threshold: floa
     }
     lam = values.get('lambda')
     for q in (10, 50, 90):
-        out[f'lambda_q{q}'] = float(np.percentile(lam[free], q)) if lam is not None else float('nan')
+        out[f'lambda_q{q}'] = float(np.percentile(lam[free], q)) if lam is not None else nan
     return out
 
 

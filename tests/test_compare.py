@@ -39,17 +39,13 @@ def test_intervals_of_nonnegative_quantities_stop_at_zero() -> None:
     assert format_interval([2.5]) == '2.50' and format_interval([float('nan')]) == 'n/a'
 
 
-def test_a_capped_multipliers_interval_stops_at_the_cap(tmp_path: Path) -> None:
+def test_a_capped_multipliers_interval_stops_at_the_cap() -> None:
     # [10, 10, 7]: mean 9, sd sqrt(3), sem 1 -> [4.697, 13.303], cut at multiplier_max 10
     assert interval95([10.0, 10.0, 7.0], nonnegative=True, upper=10.0) == pytest.approx((9.0, 4.697, 10.0))
     # rho [5, 5, 2]: mean 4 -> [-0.303, 8.303], cut to [rho_init 1, rho_max 5]
     assert interval95([5.0, 5.0, 2.0], lower=1.0, upper=5.0) == pytest.approx((4.0, 1.0, 5.0))
-    runs = []
-    for i, cfg in enumerate([{'alam_cfgs': {'multiplier_max': 10, 'rho_init': 1, 'rho_max': 5}},
-                             {'alam_cfgs': {'multiplier_max': 20, 'rho_init': 2, 'rho_max': 5}}, {'lagrange_cfgs': {}}]):
-        (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / 'config.json').write_text(json.dumps(cfg))
-        runs.append(tmp_path / str(i))
+    runs = [{'alam_cfgs': {'multiplier_max': 10, 'rho_init': 1, 'rho_max': 5}},
+            {'alam_cfgs': {'multiplier_max': 20, 'rho_init': 2, 'rho_max': 5}}, {'lagrange_cfgs': {}}]
     assert config_bounds(runs[:2], 'multiplier') == (None, 20.0)
     assert config_bounds(runs[:2], 'rho') == (1.0, 5.0)
     assert config_bounds(runs, 'multiplier') == (None, None)  # SACLag's multiplier has no cap
