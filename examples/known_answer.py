@@ -70,7 +70,9 @@ def sac_baseline_cfgs(env_id: str) -> dict:
 _AGENT = 'import json, sys, omnisafe; omnisafe.Agent(sys.argv[1], sys.argv[2], custom_cfgs=json.loads(sys.argv[3])).learn()'
 
 
-def train(algo: str, seed: int, env_id: str, steps: int | None, log_dir: Path, reuse: bool = False) -> Path:
+def train(
+    algo: str, seed: int, env_id: str, steps: int | None, log_dir: Path, reuse: bool = False, reward_scale: float = 1.0,
+) -> Path:
     """Train one run through ``omnisafe.Agent`` in a fresh interpreter (as a user script would)."""
     out_dir = log_dir / f'{algo}-s{seed}'
     existing = list(out_dir.glob('*/seed-*'))
@@ -82,6 +84,8 @@ def train(algo: str, seed: int, env_id: str, steps: int | None, log_dir: Path, r
     cfgs['seed'] = seed
     cfgs['train_cfgs'] = {'total_steps': steps, 'torch_threads': 1}
     cfgs['logger_cfgs'] = {'log_dir': str(out_dir), 'use_tensorboard': False}
+    if reward_scale != 1.0:  # the plugin's task sections have env_cfgs (OmniSafe's SAC has none)
+        cfgs['env_cfgs'] = {'reward_scale': reward_scale}
     out = subprocess.run(
         [sys.executable, '-c', _AGENT, algo, env_id, json.dumps(cfgs)],
         capture_output=True, text=True, check=False,
@@ -122,12 +126,13 @@ def main() -> None:
     parser.add_argument('--d', type=float, default=0.1)
     parser.add_argument('--log-dir', type=Path, default=None, help='default: runs/known_answer/ENV_ID')
     parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--reward-scale', type=float, default=1.0, help='every reward times this (env_cfgs.reward_scale)')
     parser.add_argument('--reuse', action='store_true', help='summarise existing runs, train only missing ones')
     args = parser.parse_args()
     args.log_dir = args.log_dir or Path('runs/known_answer') / args.env_id
     jobs = [(a, s) for a in args.algos for s in args.seeds]
     with ThreadPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(lambda job: train(*job, args.env_id, args.steps, args.log_dir, args.reuse), jobs))
+        runs = list(pool.map(lambda job: train(*job, args.env_id, args.steps, args.log_dir, args.reuse, args.reward_scale), jobs))
     table = pd.DataFrame([summarize(run, args.d) for run in runs])
     print(markdown_table(table))
     (args.log_dir / 'summary.json').write_text(table.to_json(orient='records', indent=2))

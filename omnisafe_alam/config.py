@@ -129,6 +129,17 @@ ALAM_KEYS: dict[str, _Key] = {
     ),
     'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
+    'penalty_scale': _Key(_to_choice('reward_rms', 'none'), lambda v: True, ''),
+    'penalty_scale_rate': _Key(_to_float, lambda v: 0.0 < v <= 1.0, 'must be in (0, 1] (moving-average rate)'),
+    'dual_rates': _Key(_to_choice('budget', 'fixed'), lambda v: True, ''),
+    'dual_rates_reference_steps': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (environment steps)'),
+    'dual_rates_m_lambda_min': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (policy steps)'),
+    'dual_rates_multiplier_lr_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'infeasible_warning_steps': _Key(
+        _to_int,
+        lambda v: v >= 0,
+        'must be >= 0 (gradient steps with no feasible batch state before a warning; 0: never)',
+    ),
 }
 
 

@@ -367,3 +367,42 @@ def test_fpi_policy_loss_without_feasible_states_has_zero_barrier_statistic() ->
     loss, stats = F.fpi_policy_loss(T([1.0]), T([0.5]), T([0.0]), 0.2, 0.1, 1.0)
     # infeasible only: G / B = 0.5, alpha log pi = 0
     assert float(loss) == 0.5 and float(stats['barrier']) == 0.0
+
+
+def test_reward_rms_by_hand() -> None:
+    # rate 0.5: m_1 = 0.5 * 0 + 0.5 * 4 = 2; corrected 2 / (1 - 0.5) = 4 -> rms 2 (the one batch's)
+    m1 = F.reward_rms_ema(0.0, 4.0, 0.5)
+    assert m1 == pytest.approx(2.0)
+    assert F.reward_rms(m1, 1, 0.5) == pytest.approx(2.0)
+    # m_2 = 0.5 * 2 + 0.5 * 1 = 1.5; corrected 1.5 / (1 - 0.25) = 2 -> rms sqrt(2)
+    m2 = F.reward_rms_ema(m1, 1.0, 0.5)
+    assert F.reward_rms(m2, 2, 0.5) == pytest.approx(math.sqrt(2.0))
+    # before any step: the paper's weight 1; all-zero rewards: the floor
+    assert F.reward_rms(0.0, 0, 0.5) == 1.0
+    assert F.reward_rms(0.0, 3, 0.5, floor=1e-6) == 1e-6
+    # a constant reward scale k: the rms scales by k exactly (what makes the penalty scale-free)
+    for k in (0.01, 1.0, 1000.0):
+        m = 0.0
+        for step in range(50):
+            m = F.reward_rms_ema(m, (0.3 * k) ** 2, 0.001)
+        assert F.reward_rms(m, 50, 0.001) == pytest.approx(0.3 * k, rel=1e-9)
+    with pytest.raises(ValueError, match='rate'):
+        F.reward_rms_ema(0.0, 1.0, 0.0)
+
+
+def test_budget_dual_rates_by_hand() -> None:
+    paper = dict(m_lambda=200, multiplier_lr=1e-5, reference_steps=4_000_000, m_lambda_min=20, multiplier_lr_max=1e-3)
+    # T = T0 and beyond: the paper's values
+    assert F.budget_dual_rates(4_000_000, **paper) == (200, pytest.approx(1e-5))
+    assert F.budget_dual_rates(8_000_000, **paper) == (200, pytest.approx(1e-5))
+    # 100k: s = 40, 200 / sqrt(40) = 31.6 -> 32, 1e-5 * 40 = 4e-4
+    assert F.budget_dual_rates(100_000, **paper) == (32, pytest.approx(4e-4))
+    # 1M: s = 4, 200 / 2 = 100, 4e-5
+    assert F.budget_dual_rates(1_000_000, **paper) == (100, pytest.approx(4e-5))
+    # 40k: s = 100, 200 / 10 = 20, 1e-3 (the known-answer tasks' hand-tuned pair); 8k: the bounds
+    assert F.budget_dual_rates(40_000, **paper) == (20, pytest.approx(1e-3))
+    assert F.budget_dual_rates(8_000, **paper) == (20, pytest.approx(1e-3))
+    # bounds that would cross the paper's values never move past them
+    assert F.budget_dual_rates(8_000, 10, 1e-2, 4_000_000, 20, 1e-3) == (10, pytest.approx(1e-2))
+    with pytest.raises(ValueError, match='total_steps'):
+        F.budget_dual_rates(0, **paper)

@@ -33,6 +33,8 @@ __all__ = ['StatewiseOffPolicy', 'StatewiseSAC']
 #: multiplier quantiles logged after every dual cycle
 _QUANTILES = (0.1, 0.5, 0.9)
 _QUANTILE_NAMES = ('Q10', 'Q50', 'Q90')
+#: norms of the actor-parameter gradients of the policy loss's three terms (every dual cycle)
+_GRAD_KEYS = ('Actor/GradNormQ', 'Actor/GradNormEntropy', 'Actor/GradNormPenalty')
 
 
 class StatewiseOffPolicy(SAC):
@@ -530,7 +532,14 @@ class StatewiseSAC(StatewiseOffPolicy):
     :meth:`_update_multiplier`), and sets :attr:`_uses_penalty_schedule`.
     """
 
-    _state_attributes = (*StatewiseOffPolicy._state_attributes, '_policy_steps', '_dual_stats')
+    _state_attributes = (
+        *StatewiseOffPolicy._state_attributes,
+        '_policy_steps',
+        '_dual_stats',
+        '_reward_ms',
+        '_reward_ms_steps',
+        '_infeasible_since',
+    )
     #: whether rho follows the schedule of Sec. III-D after each dual cycle
     _uses_penalty_schedule: bool = True
     #: whether the variant has a state-wise multiplier network (False for ASAC)
@@ -571,15 +580,35 @@ class StatewiseSAC(StatewiseOffPolicy):
         super()._init()
         alam = self._cfgs.alam_cfgs
         self._dual = DualState(alam.rho_init, alam.lambda_init).to(self._device)
+        #: policy steps between dual cycles and the multiplier's rate (``alam_cfgs.dual_rates``)
+        self._m_lambda, self._multiplier_lr = alam.m_lambda, alam.multiplier_lr
+        if alam.dual_rates == 'budget':
+            self._m_lambda, self._multiplier_lr = F.budget_dual_rates(
+                int(self._cfgs.train_cfgs.total_steps),
+                alam.m_lambda,
+                alam.multiplier_lr,
+                alam.dual_rates_reference_steps,
+                alam.dual_rates_m_lambda_min,
+                alam.dual_rates_multiplier_lr_max,
+            )
         self._multiplier_optimizer = None
         if self._actor_critic.multiplier is not None:
             self._multiplier_optimizer = optim.Adam(
                 self._actor_critic.multiplier.parameters(),
-                lr=alam.multiplier_lr,
+                lr=self._multiplier_lr,
             )
         self._policy_steps = 0
+        #: moving average of the batches' mean squared reward and its step count (penalty_scale)
+        self._reward_ms = 0.0
+        self._reward_ms_steps = 0
+        #: gradient step of the first dual cycle of the current run of cycles with no feasible
+        #: batch state (None: the last cycle had one); see ``alam_cfgs.infeasible_warning_steps``
+        self._infeasible_since: int | None = None
+        self._actor_grad_norms = dict.fromkeys(_GRAD_KEYS, 0.0)
         self._dual_stats: dict[str, float] = {
             'Loss/Loss_multiplier': 0.0,
+            'Metrics/PenaltyScale': 1.0,
+            **dict.fromkeys(_GRAD_KEYS, 0.0),
             'Metrics/Violation': 0.0,
             'Metrics/FeasibleFrac': 0.0,
             **{f'Metrics/Multiplier{name}': 0.0 for name in _QUANTILE_NAMES},
@@ -615,6 +644,13 @@ class StatewiseSAC(StatewiseOffPolicy):
         | Value/F_hat            | batch mean of F_hat(x) in the policy loss               |
         +------------------------+---------------------------------------------------------+
         | Loss/Loss_multiplier   | multiplier loss of the last dual step                   |
+        +------------------------+---------------------------------------------------------+
+        | Metrics/PenaltyScale   | weight of the penalty in the policy loss (the reward's  |
+        |                        | RMS with ``penalty_scale: reward_rms``, else 1)         |
+        +------------------------+---------------------------------------------------------+
+        | Actor/GradNormQ,       | at the last dual cycle, the norm of the actor-parameter |
+        | GradNormEntropy,       | gradient of each term of the policy loss alone: -Q,     |
+        | GradNormPenalty        | alpha log pi, the (weighted) constraint penalty         |
         +------------------------+---------------------------------------------------------+
         | Metrics/MultiplierQ10, | 10%, 50% and 90% quantiles of lambda(x) over the batch  |
         | Q50, Q90               | of the last dual cycle, after its update                |
@@ -726,17 +762,24 @@ class StatewiseSAC(StatewiseOffPolicy):
         .. math::
 
             L_\pi = \mathbb E_{\mathcal B}[\alpha \log\pi(a|x) - \min_i Q_{\phi_i}(x,a)]
-                    + \mathbb E_{\mathcal B}[\mathrm{penalty}(\mathrm{sg}(\lambda(x)), g(x))]
+                    + s\, \mathbb E_{\mathcal B}[\mathrm{penalty}(\mathrm{sg}(\lambda(x)), g(x))]
+
+        with :math:`s` the reward's RMS (:func:`~omnisafe_alam.functional.reward_rms`,
+        ``alam_cfgs.penalty_scale: reward_rms``) or 1 (``none``, the paper).
         """
         action = self._actor_critic.actor.predict(obs, deterministic=False)
         log_prob = self._actor_critic.actor.log_prob(action)
         q1, q2 = self._actor_critic.reward_critic(obs, action)
-        sac_term = self._alpha * log_prob - torch.min(q1, q2)
+        entropy_term = (self._alpha * log_prob).mean()
+        q_term = -torch.min(q1, q2).mean()
 
         g = self._residual(obs)
         with torch.no_grad():
             lam = self._multiplier_at(obs)
-        loss = sac_term.mean() + self._penalty(lam, g).mean()
+        penalty_term = self._penalty_scale * self._penalty(lam, g).mean()
+        if self._dual_cycle_due(self._policy_steps + 1):
+            self._measure_actor_gradients(q_term, entropy_term, penalty_term)
+        loss = entropy_term + q_term + penalty_term
         _check_finite('policy loss', loss)
         self._logger.store(
             {
@@ -762,10 +805,47 @@ class StatewiseSAC(StatewiseOffPolicy):
             self._dual_cycle(obs)
         self._logger.store({'Metrics/Rho': self._rho, **self._dual_stats})
 
-    def _dual_cycle_due(self) -> bool:
-        """Whether the policy step just taken ends a dual period (``m_lambda``, after warm-up)."""
+    def _dual_cycle_due(self, policy_steps: int | None = None) -> bool:
+        """Whether policy step ``policy_steps`` (default: the one just taken) ends a dual period
+        (:attr:`_m_lambda`, after warm-up)."""
+        steps = self._policy_steps if policy_steps is None else policy_steps
         warmed_up = self._epoch > self._cfgs.algo_cfgs.warmup_epochs
-        return warmed_up and self._policy_steps % self._cfgs.alam_cfgs.m_lambda == 0
+        return warmed_up and steps % self._m_lambda == 0
+
+    @property
+    def _penalty_scale(self) -> float:
+        """Weight of the constraint penalty in the policy loss (``alam_cfgs.penalty_scale``)."""
+        alam = self._cfgs.alam_cfgs
+        if alam.penalty_scale == 'none':
+            return 1.0
+        return F.reward_rms(self._reward_ms, self._reward_ms_steps, alam.penalty_scale_rate)
+
+    def _measure_actor_gradients(self, *terms: torch.Tensor) -> None:
+        """Store the norm of each policy-loss term's own gradient in the actor's parameters
+        (``-Q``, ``alpha log pi``, the weighted penalty; :data:`_GRAD_KEYS`). Run at the policy
+        step that ends a dual cycle only: three extra backward passes every ``m_lambda`` steps."""
+        params = self._params(self._actor_critic.actor)
+        for key, term in zip(_GRAD_KEYS, terms):
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            norm = torch.sqrt(sum((grad.pow(2).sum() for grad in grads if grad is not None), torch.zeros(())))
+            self._dual_stats[key] = norm.item()
+
+    def _update_critics(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        cost: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        """The critics' step, then the reward's moving mean square (``alam_cfgs.penalty_scale``)."""
+        super()._update_critics(obs, action, reward, cost, done, next_obs)
+        alam = self._cfgs.alam_cfgs
+        if alam.penalty_scale == 'reward_rms':
+            batch_ms = reward.pow(2).mean().item()
+            self._reward_ms = F.reward_rms_ema(self._reward_ms, batch_ms, alam.penalty_scale_rate)
+            self._reward_ms_steps += 1
 
     def _dual_cycle(self, obs: torch.Tensor) -> None:
         """Multiplier update, then the penalty schedule (Algorithm 1, lines 12-19).
@@ -782,11 +862,38 @@ class StatewiseSAC(StatewiseOffPolicy):
             quantiles = torch.quantile(lam, torch.tensor(_QUANTILES, dtype=lam.dtype, device=lam.device))
         self._dual_stats['Metrics/Violation'] = v
         self._dual_stats['Metrics/FeasibleFrac'] = (g <= 0).float().mean().item()
+        self._dual_stats['Metrics/PenaltyScale'] = self._penalty_scale
+        self._warn_if_infeasible(g)
         for name, value in zip(_QUANTILE_NAMES, quantiles.tolist()):
             self._dual_stats[f'Metrics/Multiplier{name}'] = value
         if self._uses_penalty_schedule:
             alam = self._cfgs.alam_cfgs
             self._dual.rho.fill_(F.penalty_step(self._rho, v, alam.sigma, alam.rho_max))
+
+    def _warn_if_infeasible(self, g: torch.Tensor) -> None:
+        """A warning in the log when no batch state of any dual cycle has been feasible for
+        ``alam_cfgs.infeasible_warning_steps`` gradient steps (repeated each time that span
+        passes again while it lasts)."""
+        span = self._cfgs.alam_cfgs.infeasible_warning_steps
+        if bool((g <= 0).any()):
+            self._infeasible_since = None
+            return
+        if self._infeasible_since is None:
+            self._infeasible_since = self._update_count
+        lasted = self._update_count - self._infeasible_since
+        if span and lasted >= span and lasted % span < self._m_lambda * self._cfgs.algo_cfgs.policy_delay:
+            alam = self._cfgs.alam_cfgs
+            lam = self._dual_stats
+            self._logger.log(
+                f'WARNING: no batch state has been feasible (F_hat <= d = {alam.d}) for {lasted} '
+                f'gradient steps: F_hat batch median {float((g + alam.d).median()):.3g}, multiplier '
+                f"Q10/Q50/Q90 {lam['Metrics/MultiplierQ10']:.3g}/{lam['Metrics/MultiplierQ50']:.3g}/"
+                f"{lam['Metrics/MultiplierQ90']:.3g} (cap {alam.multiplier_max}), rho {self._rho:.3g}, "
+                f'penalty weight {self._penalty_scale:.3g}. The policy is violating the state-wise '
+                'constraint everywhere it goes; check d against the task\'s costs, or a reward so '
+                'large that the penalty cannot balance it (alam_cfgs.penalty_scale: reward_rms)',
+                'yellow',
+            )
 
     def _aggregate(self, g: torch.Tensor) -> torch.Tensor:
         """The residual the multiplier answers to: per state here, aggregated in ASAC."""

@@ -36,8 +36,21 @@ class VectorTask(CMDP):
     start_high: ClassVar[list[float]] = [1.0]
     act_dim: ClassVar[int] = 1
 
-    def __init__(self, env_id: str, num_envs: int = 1, device: str | torch.device = 'cpu', **kwargs: Any) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        device: str | torch.device = 'cpu',
+        reward_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(env_id)
+        reward_scale = float(reward_scale)
+        if not reward_scale > 0.0 or reward_scale == float('inf'):
+            raise ValueError(f'env_cfgs.reward_scale must be a finite number > 0, got {reward_scale!r}')
+        #: every reward is multiplied by this (``env_cfgs.reward_scale``): the same task, with its
+        #: optimal policy and feasible set unchanged, at another reward scale
+        self.reward_scale = reward_scale
         self._num_envs = num_envs
         self._device = torch.device(device)
         self._observation_space = spaces.Box(
@@ -95,6 +108,7 @@ class VectorTask(CMDP):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         act = torch.as_tensor(action, dtype=torch.float32).cpu().reshape(self._num_envs, -1)
         next_state, reward, cost, terminated = self._transition(self._state, act.clamp(-1.0, 1.0))
+        reward = reward * self.reward_scale
         self._t += 1
         truncated = (self._t >= self.horizon) & ~terminated
         done = terminated | truncated
