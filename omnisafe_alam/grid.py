@@ -179,31 +179,104 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def run_cfgs(run: GridRun) -> Any:
+    """The run's whole config as OmniSafe builds it (defaults, task section, the grid's keys),
+    after OmniSafe's own checks; no environment is built."""
+    import copy
+
+    from omnisafe.algorithms.algo_wrapper import AlgoWrapper
+
+    import omnisafe_alam  # noqa: F401  (registers the plugin)
+
+    wrapper = AlgoWrapper.__new__(AlgoWrapper)
+    wrapper.algo, wrapper.env_id = run.algo, run.env_id
+    wrapper.train_terminal_cfgs, wrapper.custom_cfgs = None, copy.deepcopy(run.custom_cfgs)
+    with _quiet():
+        wrapper.cfgs = wrapper._init_config()  # noqa: SLF001
+    wrapper._init_checks()  # noqa: SLF001
+    return wrapper.cfgs
+
+
+#: OmniSafe's SAC-based algorithms; the plugin's are all SAC-based
+SAC_BASED = ('SAC', 'SACLag', 'SACPID')
+
+#: The SAC backbone: what the SAC-based algorithms of a fair comparison share (the paper's
+#: Sec. VI: "SAC as the shared backbone across all Lagrangian methods"). ``algo_cfgs:alpha`` counts
+#: only where the temperature is fixed (auto-tuning starts OmniSafe's SAC at 1 whatever it says).
+BACKBONE_KEYS = (
+    'train_cfgs:total_steps',
+    'algo_cfgs:auto_alpha',
+    'algo_cfgs:alpha',
+    'algo_cfgs:policy_delay',
+    'algo_cfgs:batch_size',
+    'algo_cfgs:size',
+    'algo_cfgs:gamma',
+    'algo_cfgs:polyak',
+    'algo_cfgs:start_learning_steps',
+    'algo_cfgs:update_cycle',
+    'algo_cfgs:update_iters',
+    'algo_cfgs:max_grad_norm',
+    'algo_cfgs:obs_normalize',
+    'algo_cfgs:reward_normalize',
+    'model_cfgs:actor:hidden_sizes',
+    'model_cfgs:actor:activation',
+    'model_cfgs:actor:lr',
+    'model_cfgs:critic:hidden_sizes',
+    'model_cfgs:critic:activation',
+    'model_cfgs:critic:lr',
+)
+
+
+def backbone(cfgs: Any) -> dict[str, Any]:
+    """The :data:`BACKBONE_KEYS` of a run's config (``alpha`` left out under auto-tuning)."""
+    leaves = _leaves(cfgs.todict() if hasattr(cfgs, 'todict') else cfgs)
+    out = {key: leaves.get(key) for key in BACKBONE_KEYS}
+    if out['algo_cfgs:auto_alpha']:
+        out.pop('algo_cfgs:alpha')
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in out.items()}
+
+
+def backbone_mismatches(runs: list[GridRun]) -> list[str]:
+    """One line per task (and setting the grid varies) whose SAC-based algorithms do not share
+    one SAC backbone, naming each differing key and the algorithms on each value."""
+    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.algo not in SAC_BASED and run.algo not in PLUGIN_ALGORITHMS:
+            continue
+        where = (run.env_id, ','.join(f'{k}={v}' for k, v in run.tags.items()))
+        groups.setdefault(where, {}).setdefault(run.algo, backbone(run_cfgs(run)))
+    lines = []
+    for (env_id, tags), by_algo in groups.items():
+        keys = sorted({key for values in by_algo.values() for key in values})
+        differing = []
+        for key in keys:
+            values: dict[str, list[str]] = {}
+            for algo, cfg in by_algo.items():
+                values.setdefault(repr(cfg.get(key, 'auto')), []).append(algo)
+            if len(values) > 1:
+                differing.append(f"{key.split(':', 1)[1]}: " + ' / '.join(f"{v} ({', '.join(a)})" for v, a in values.items()))
+        if differing:
+            lines.append(f"{env_id}{' ' + tags if tags else ''}: the SAC backbone differs: " + '; '.join(differing))
+    return lines
+
+
 def check_runs(runs: list[GridRun]) -> None:
     """Build every run's config as OmniSafe would (no environment) and validate it.
 
     Raises:
         GridError: naming the run and the problem (unknown algorithm, task or key, a bad value).
     """
-    import copy
-
-    from omnisafe.algorithms.algo_wrapper import AlgoWrapper
-
-    import omnisafe_alam  # noqa: F401  (registers the plugin)
     from omnisafe_alam.config import validate_run_cfgs
     from omnisafe_alam.registration import PLUGIN_ALGORITHMS, load_defaults
 
     for run in runs:
         try:
             # OmniSafe's own config merge and key check, without building the algorithm
-            wrapper = AlgoWrapper.__new__(AlgoWrapper)
-            wrapper.algo, wrapper.env_id = run.algo, run.env_id
-            wrapper.train_terminal_cfgs, wrapper.custom_cfgs = None, copy.deepcopy(run.custom_cfgs)
-            with _quiet():
-                wrapper.cfgs = wrapper._init_config()  # noqa: SLF001
-            wrapper._init_checks()  # noqa: SLF001
+            cfgs = run_cfgs(run)
             if run.algo in PLUGIN_ALGORITHMS:
-                validate_run_cfgs(wrapper.cfgs, load_defaults(run.algo, run.env_id))
+                validate_run_cfgs(cfgs, load_defaults(run.algo, run.env_id))
             if 'total_steps' not in run.custom_cfgs.get('train_cfgs', {}):
                 raise GridError('the grid must set train_cfgs:total_steps')
         except (AssertionError, KeyError, ValueError, TypeError) as error:
@@ -329,6 +402,8 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
     log_dir = Path(log_dir).resolve()
     runs = expand_grid(load_grid(path))
     check_runs(runs)
+    for line in backbone_mismatches(runs):
+        echo(f'WARNING: {line}: the comparison measures backbones as well as safety mechanisms')
     todo = plan(runs, log_dir)
     for run, state, run_dir in todo:
         echo(f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else ''))

@@ -154,17 +154,58 @@ def test_a_run_trained_otherwise_or_still_training_is_not_touched(tmp_path: Path
     assert run_state(run, tmp_path) == ('running', None)
 
 
-@pytest.mark.parametrize('name', ['results_circle.yaml', 'results_goal.yaml'])
-def test_the_results_grids_validate(name: str) -> None:
+@pytest.mark.parametrize(
+    ('name', 'algos', 'steps'),
+    [
+        ('results_circle.yaml', {'SACALaM', 'SACLagNet', 'ASAC', 'SACALaMGA', 'SACFPI', 'SACLag', 'SACPID'}, 100_000),
+        ('results_goal.yaml', {'SACALaM', 'SACLagNet', 'SACPID', 'SACLag'}, 200_000),
+    ],
+)
+def test_the_results_grids_validate(name: str, algos: set, steps: int) -> None:
     from conftest import REPO
 
     runs = expand_grid(load_grid(REPO / 'examples' / name))
     check_runs(runs)
-    assert len(runs) == 18 and {r.algo for r in runs} == {'SACLag', 'SACPID', 'SACALaM', 'SACLagNet', 'SACALaMGA', 'ASAC'}
-    assert all(r.total_steps >= 100_000 for r in runs)
-    plugin = [r for r in runs if r.algo not in ('SACLag', 'SACPID')]
-    assert all(r.custom_cfgs['alam_cfgs']['multiplier_lr'] == 0.0004 for r in plugin)
-    assert all('alam_cfgs' not in r.custom_cfgs for r in runs if r.algo in ('SACLag', 'SACPID'))
+    assert len(runs) == 3 * len(algos) and {r.algo for r in runs} == algos
+    assert all(r.total_steps == steps for r in runs)
+    # the multiplier's rate comes from the budget (alam_cfgs.dual_rates), not from the grid
+    assert all('multiplier_lr' not in r.custom_cfgs.get('alam_cfgs', {}) for r in runs)
+    assert all('alam_cfgs' not in r.custom_cfgs for r in runs if r.algo in ('SACLag', 'SACPID', 'SACFPI'))
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in (Path(__file__).parents[1] / 'examples').glob('*.yaml')))
+def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> None:
+    """The expanded config of every SAC-based run of a task (OmniSafe's defaults, its task
+    section, the plugin's mirror of it and the grid's keys) has the same SAC backbone."""
+    from conftest import REPO
+    from omnisafe_alam.grid import BACKBONE_KEYS, backbone, backbone_mismatches, run_cfgs
+
+    runs = expand_grid(load_grid(REPO / 'examples' / name))
+    assert backbone_mismatches(runs) == []
+    sac = [r for r in runs if r.algo not in ('P3O', 'OnCRPO')]
+    for env_id in {r.env_id for r in sac}:
+        seen = {r.algo: backbone(run_cfgs(r)) for r in sac if r.env_id == env_id}
+        assert len({json.dumps(b, sort_keys=True) for b in seen.values()}) == 1, seen
+        assert set(next(iter(seen.values()))) >= set(BACKBONE_KEYS) - {'algo_cfgs:alpha'}
+
+
+def test_a_grid_whose_backbones_differ_is_named_and_warned_about(tmp_path: Path) -> None:
+    """OmniSafe tunes no section for the plugin's tasks: its SACLag there keeps its defaults
+    (fixed temperature 0.2, lr 3e-4) against the plugin's task section, and the grid says so."""
+    from omnisafe_alam.grid import backbone_mismatches
+
+    grid = tmp_path / 'g.yaml'
+    grid.write_text(
+        'algo: [SACALaM, SACLag]\nenv_id: [StatewiseBraking-v0]\nseed: [0]\ntrain_cfgs:total_steps: [4000]\n',
+        encoding='utf-8',
+    )
+    (line,) = backbone_mismatches(expand_grid(load_grid(grid)))
+    assert line.startswith('StatewiseBraking-v0: the SAC backbone differs: ')
+    assert 'auto_alpha: True (SACALaM) / False (SACLag)' in line
+    assert 'actor:lr: 0.001 (SACALaM) / 0.0003 (SACLag)' in line
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'grid', str(grid), '--log-dir', str(tmp_path / 'runs'), '--dry-run'], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'WARNING: StatewiseBraking-v0: the SAC backbone differs' in out.stdout
 
 
 def test_the_short_rate_companion_differs_from_the_circle_grid_only_in_its_rates() -> None:

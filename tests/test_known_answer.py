@@ -151,10 +151,15 @@ def _deterministic(run: Path) -> dict:
     return evaluate_policy(lambda o: loaded.actor.predict(o, deterministic=True), D)
 
 
-def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path) -> None:
-    # measured on seeds 0, 1, 2: return ratio 0.982-0.984, max excess 0.017-0.026,
-    # multiplier 1.26-1.29 on active states and <= 0.004 on slack ones
-    run = _train('SACALaM', tmp_path, [])
+@pytest.mark.parametrize('reward_scale', [1.0, 0.01, 1000.0])
+def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path, reward_scale: float) -> None:
+    """The same optimum at every reward scale (env_cfgs.reward_scale): the penalty is weighed
+    against the reward's RMS (alam_cfgs.penalty_scale), so neither a tiny nor a huge reward
+    changes what the policy and the multiplier learn."""
+    # measured on seeds 0, 1, 2 before the penalty scale: return ratio 0.982-0.984, max excess
+    # 0.017-0.026, multiplier 1.26-1.29 on active states and <= 0.004 on slack ones
+    extra = ['--custom-cfgs', 'env_cfgs:reward_scale', '--custom-cfgs', str(reward_scale)]
+    run = _train('SACALaM', tmp_path, extra)
     result = _deterministic(run)
     assert result['return_ratio'] >= 0.90, result
     assert result['max_excess'] <= 0.05, result  # no start state exceeds d by more than d/2
@@ -162,10 +167,14 @@ def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path) -> None:
     x = torch.linspace(-1.0, 1.0, 201)
     with torch.no_grad():
         lam = loaded.multiplier(x.unsqueeze(-1))
+    # the net's multiplier is in units of the penalty weight s (the reward's RMS): in the task's
+    # own units it is lam * s / reward_scale, and lambda*(x) = 1[x < 0.5] there
+    weight = float(pd.read_csv(run / 'progress.csv')['Metrics/PenaltyScale'].iloc[-1])
+    raw = lam * weight / reward_scale
     active = optimal_multiplier(x, D).bool()
-    # lambda*(x) = 1[x < 0.5]; SAC's entropy lifts the active value a little above 1
-    assert 0.8 <= float(lam[active].mean()) <= 2.0
-    assert float(lam[~active].mean()) <= 0.2
+    # SAC's entropy lifts the active value a little above 1
+    assert 0.8 <= float(raw[active].mean()) <= 2.0, (float(raw[active].mean()), weight)
+    assert float(raw[~active].mean()) <= 0.2
 
 
 def test_unconstrained_sac_violates(tmp_path: Path) -> None:
@@ -175,3 +184,23 @@ def test_unconstrained_sac_violates(tmp_path: Path) -> None:
     result = _deterministic(_train('SAC', tmp_path, extra))
     # measured on seeds 0, 1, 2: 36-72 of 201 start states violate, max excess 0.37-0.75
     assert result['violations'] >= 20 and result['max_excess'] >= 0.2, result
+
+
+def test_a_run_infeasible_everywhere_says_so_in_its_log(tmp_path: Path) -> None:
+    """d = 0 with a softplus cost head (F_hat > 0 everywhere): no state can be feasible, and the
+    log says so, naming the numbers, once the span of alam_cfgs.infeasible_warning_steps passes."""
+    args = [
+        str(BIN / 'omnisafe'), 'train', '--algo', 'SACALaM', '--env-id', ENV_ID, '--total-steps', '1500',
+        '--torch-threads', '1', '--log-dir', str(tmp_path),
+        '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
+        '--custom-cfgs', 'alam_cfgs:d', '--custom-cfgs', '0',
+        '--custom-cfgs', 'alam_cfgs:infeasible_warning_steps', '--custom-cfgs', '300',
+    ]
+    out = run_cli(args, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = ' '.join((out.stdout + out.stderr).split())  # the console wraps long lines
+    assert 'WARNING: no batch state has been feasible (F_hat <= d = 0.0)' in text, text[-3000:]
+    # 1000 gradient steps: the first cycle at 20, warnings at 300 and 600 and 900 steps after it
+    assert text.count('no batch state has been feasible') == 3, text[-3000:]
+    progress = pd.read_csv(next((tmp_path / 'train').glob('*/seed-*')) / 'progress.csv')
+    assert (progress['Metrics/FeasibleFrac'] == 0).all()
