@@ -24,7 +24,13 @@ ENV = 'StatewiseBraking-v0'  # builds in milliseconds; the paths do not depend o
 
 
 def _pair(algo: str, tmp_path: Path) -> tuple[Any, Any]:
-    return build_algo(algo, tmp_path / 'fast', env_id=ENV), build_algo(algo, tmp_path / 'reference', env_id=ENV)
+    # OmniSafe's reward-critic step (the reference) takes SAC's alpha as it is: compare the paths
+    # at the penalty weight 1, where the state-wise family's temperature is that alpha too
+    extra = {'alam_cfgs': {'penalty_scale': 'none'}} if algo != 'SACFPI' else {}
+    return (
+        build_algo(algo, tmp_path / 'fast', env_id=ENV, **extra),
+        build_algo(algo, tmp_path / 'reference', env_id=ENV, **extra),
+    )
 
 
 def _state(algo: Any) -> dict[str, torch.Tensor]:

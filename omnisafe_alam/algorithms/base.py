@@ -200,6 +200,11 @@ class StatewiseOffPolicy(SAC):
         _check_finite(name, loss)
         return loss, q1
 
+    @property
+    def _temperature(self) -> float:
+        """The temperature of the soft target and the policy loss: SAC's alpha here."""
+        return self._alpha
+
     def _reward_critic_target(self, reward: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """SAC's soft target (OmniSafe's ``SAC._update_reward_critic``, the same operations)."""
         with torch.no_grad():
@@ -207,7 +212,7 @@ class StatewiseOffPolicy(SAC):
             next_action = actor.predict(next_obs, deterministic=False)
             next_logp = actor.log_prob(next_action)
             next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
-            next_q = torch.min(next_q1, next_q2) - next_logp * self._alpha
+            next_q = torch.min(next_q1, next_q2) - next_logp * self._temperature
             return reward + self._cfgs.algo_cfgs.gamma * (1 - done) * next_q
 
     def _update_cost_critic(
@@ -770,7 +775,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         action = self._actor_critic.actor.predict(obs, deterministic=False)
         log_prob = self._actor_critic.actor.log_prob(action)
         q1, q2 = self._actor_critic.reward_critic(obs, action)
-        entropy_term = (self._alpha * log_prob).mean()
+        entropy_term = (self._temperature * log_prob).mean()
         q_term = -torch.min(q1, q2).mean()
 
         g = self._residual(obs)
@@ -819,6 +824,16 @@ class StatewiseSAC(StatewiseOffPolicy):
         if alam.penalty_scale == 'none':
             return 1.0
         return F.reward_rms(self._reward_ms, self._reward_ms_steps, alam.penalty_scale_rate)
+
+    @property
+    def _temperature(self) -> float:
+        """SAC's alpha; an auto-tuned one times the penalty weight under ``penalty_scale:
+        reward_rms``, so that the tuned temperature, like the multiplier, meets a reward of unit
+        RMS (OmniSafe starts it at 1 whatever the reward's scale). A fixed alpha is used as written
+        (raw reward units, as OmniSafe's SAC, SACLag and SACPID use it)."""
+        if self._cfgs.algo_cfgs.auto_alpha and self._cfgs.alam_cfgs.penalty_scale == 'reward_rms':
+            return self._alpha * self._penalty_scale
+        return self._alpha
 
     def _measure_actor_gradients(self, *terms: torch.Tensor) -> None:
         """Store the norm of each policy-loss term's own gradient in the actor's parameters
