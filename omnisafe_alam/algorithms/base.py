@@ -609,7 +609,6 @@ class StatewiseSAC(StatewiseOffPolicy):
         #: gradient step of the first dual cycle of the current run of cycles with no feasible
         #: batch state (None: the last cycle had one); see ``alam_cfgs.infeasible_warning_steps``
         self._infeasible_since: int | None = None
-        self._actor_grad_norms = dict.fromkeys(_GRAD_KEYS, 0.0)
         self._dual_stats: dict[str, float] = {
             'Loss/Loss_multiplier': 0.0,
             'Metrics/PenaltyScale': 1.0,
@@ -766,11 +765,12 @@ class StatewiseSAC(StatewiseOffPolicy):
 
         .. math::
 
-            L_\pi = \mathbb E_{\mathcal B}[\alpha \log\pi(a|x) - \min_i Q_{\phi_i}(x,a)]
+            L_\pi = \mathbb E_{\mathcal B}[\alpha' \log\pi(a|x) - \min_i Q_{\phi_i}(x,a)]
                     + s\, \mathbb E_{\mathcal B}[\mathrm{penalty}(\mathrm{sg}(\lambda(x)), g(x))]
 
         with :math:`s` the reward's RMS (:func:`~omnisafe_alam.functional.reward_rms`,
-        ``alam_cfgs.penalty_scale: reward_rms``) or 1 (``none``, the paper).
+        ``alam_cfgs.penalty_scale: reward_rms``) or 1 (``none``, the paper), and
+        :math:`\alpha'` the temperature (:attr:`_temperature`).
         """
         action = self._actor_critic.actor.predict(obs, deterministic=False)
         log_prob = self._actor_critic.actor.log_prob(action)
@@ -878,9 +878,9 @@ class StatewiseSAC(StatewiseOffPolicy):
         self._dual_stats['Metrics/Violation'] = v
         self._dual_stats['Metrics/FeasibleFrac'] = (g <= 0).float().mean().item()
         self._dual_stats['Metrics/PenaltyScale'] = self._penalty_scale
-        self._warn_if_infeasible(g)
         for name, value in zip(_QUANTILE_NAMES, quantiles.tolist()):
             self._dual_stats[f'Metrics/Multiplier{name}'] = value
+        self._warn_if_infeasible(g)
         if self._uses_penalty_schedule:
             alam = self._cfgs.alam_cfgs
             self._dual.rho.fill_(F.penalty_step(self._rho, v, alam.sigma, alam.rho_max))
