@@ -48,10 +48,12 @@ def test_time_limit_transition_bootstraps_from_the_true_final_state(tmp_path: Pa
     wrong = infos[i]['final_observation'][0]
     assert torch.allclose(stored, true_final)
     assert not torch.allclose(stored, wrong)
-    # physically: the true last state is a step away from the transition's state, the reset
-    # state of another layout is not
+    # physically: the true last state's lidar is a step away from the transition's, the reset
+    # state's (another layout) is not. The lidar only: the first 12 entries are the
+    # accelerometer, velocimeter, gyro and magnetometer, which a collision on the last step
+    # makes jump (it did, with the SafetyPointGoal1-v0 section's backbone drawing other actions)
     obs = buffer.rows[i]['obs'][0]
-    assert (stored - obs).norm() < (wrong - obs).norm()
+    assert (stored[12:] - obs[12:]).norm() < (wrong[12:] - obs[12:]).norm()
     assert bool(buffer.rows[i]['done'][0]) is False  # a truncation is not terminal
 
 

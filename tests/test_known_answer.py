@@ -136,10 +136,11 @@ def test_settled_at_by_hand() -> None:
 def _train(algo: str, tmp_path: Path, extra: list[str]) -> Path:
     args = [
         str(BIN / 'omnisafe'), 'train', '--algo', algo, '--env-id', ENV_ID, '--total-steps', '8000',
-        '--torch-threads', '2', '--log-dir', str(tmp_path),
+        '--torch-threads', '1', '--log-dir', str(tmp_path),
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False', *extra,
     ]
-    # about 40 s on a quiet 2-core machine; generous so a loaded machine does not fail it
+    # one thread: make test runs two test files at once on 2 cores, and two threads per run then
+    # thrash (minutes instead of about 40 s); the timeout is generous for a loaded machine
     out = run_cli(args, cwd=tmp_path, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (run,) = (tmp_path / 'train').glob('*/seed-*')
