@@ -16,8 +16,10 @@ def test_bench_rows_ratios_and_flop_counts() -> None:
     assert sacalam.run_3000_s > 2500 / sacalam.env_steps_per_s
     assert sacalam.ratio_run == pytest.approx(sacalam.run_3000_s / saclag.run_3000_s)
     # SACALaM does strictly more arithmetic per step: twin cost critics on K=5 policy samples,
-    # a second critic pair, the multiplier network (counted by torch's flop counter)
-    assert sacalam.gflop_per_step > 2 * saclag.gflop_per_step > 0
+    # a second critic pair, the multiplier network (counted by torch's flop counter). On the
+    # benchmark's task both now take OmniSafe's backbone (an actor step every 2nd critic step),
+    # which halves the K-sample actor work per step: 1.71x measured at width 16 (2.6x at delay 1)
+    assert sacalam.gflop_per_step > 1.5 * saclag.gflop_per_step > 0
     table = format_table(rows)
     assert '| SACALaM | 16 | cpu |' in table and 'matmul GFLOP/s' in table
 
