@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 import omnisafe_alam  # noqa: F401  (registers the tasks)
-from omnisafe_alam import functional as F
+from omnisafe_alam.core import functional as F
 from omnisafe_alam.envs import TASKS
-from omnisafe_alam.known_answer import DEEP, TASK_SPECS, monte_carlo_f, score_classification
-from omnisafe_alam.models import build_cost_critic
-from omnisafe_alam.runs import load_run
+from omnisafe_alam.tools.known_answer import DEEP, TASK_SPECS, monte_carlo_f, score_classification
+from omnisafe_alam.core.models import build_cost_critic
+from omnisafe_alam.tools.runs import load_run
 
 
 def collect(run, task, random_steps: int, policy_steps: int, num_envs: int, seed: int) -> dict[str, torch.Tensor]:

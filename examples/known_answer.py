@@ -7,7 +7,7 @@ YAML's task section, then scores the final policy (docs/known_answer.md):
 - StatewiseBraking-v0, StatewiseDetour-v0: deterministic rollouts from a grid of start states
   against the exact optimal safe return, F_hat <= d against the exact feasible set on a state
   grid, and the multiplier near the boundary vs deep inside the feasible set
-  (omnisafe_alam.known_answer).
+  (omnisafe_alam.tools.known_answer).
 
     .venv/bin/python examples/known_answer.py --env-id StatewiseBraking-v0 --seeds 0 1 2 \
         --algos SACALaM SACLagNet SACALaMGA SACFPI SAC
@@ -30,9 +30,9 @@ import omnisafe_alam  # noqa: F401
 from omnisafe_alam.envs import TASKS
 from omnisafe_alam.envs.limit import ENV_ID as LIMIT_ENV_ID
 from omnisafe_alam.envs.limit import SAC_BASELINE_CFGS, evaluate_policy, optimal_multiplier
-from omnisafe_alam.known_answer import evaluate_run
-from omnisafe_alam.registration import load_defaults
-from omnisafe_alam.runs import load_run, markdown_table, stability_metrics
+from omnisafe_alam.tools.known_answer import evaluate_run
+from omnisafe_alam.glue.registration import load_defaults
+from omnisafe_alam.tools.runs import load_run, markdown_table, stability_metrics
 
 
 

@@ -53,7 +53,7 @@ def compare_runs(
     settle_cost: float = typer.Option(25.0, help='episode cost for cost_settled (OmniSafe cost_limit: 25)'),
 ) -> None:
     """Learning curves per seed, the normalised summary, the stability panel and a table of runs."""
-    from omnisafe_alam.compare import CompareError, compare
+    from omnisafe_alam.tools.compare import CompareError, compare
 
     try:
         outputs = compare(roots, out, last_frac=last_frac, eval_episodes=eval_episodes, settle_cost=settle_cost)
@@ -85,8 +85,8 @@ def riskmap_command(
     plot: bool = typer.Option(True, help='--no-plot: only the CSV beside --out (e.g. for every seed)'),
 ) -> None:
     """Heatmaps of the learned multiplier lambda(x) and F_hat(x) over the arena (Fig. 6)."""
-    from omnisafe_alam.riskmap import RiskMapError, riskmap
-    from omnisafe_alam.runs import RunError
+    from omnisafe_alam.tools.riskmap import RiskMapError, riskmap
+    from omnisafe_alam.tools.runs import RunError
 
     try:
         path = riskmap(
@@ -124,7 +124,7 @@ def bench_command(
     rounds: int = typer.Option(5, help='interleaved rounds (figures are medians over rounds)'),
 ) -> None:
     """Gradient and env steps/s against OmniSafe's SACLag, with GFLOP/s against a matmul."""
-    from omnisafe_alam.bench import bench, format_table
+    from omnisafe_alam.tools.bench import bench, format_table
 
     typer.echo(format_table(bench(algos, widths, device or None, threads, steps, rounds)))
 
@@ -137,7 +137,7 @@ def grid_command(
     dry_run: bool = typer.Option(False, help='only list each run and what would be done'),
 ) -> None:
     """Run a grid, or continue it: finished runs skipped, checkpointed ones resumed."""
-    from omnisafe_alam.grid import GridError, run_grid
+    from omnisafe_alam.tools.grid import GridError, run_grid
 
     if jobs < 1:
         typer.echo(f'error: --jobs must be at least 1, got {jobs}', err=True)
@@ -159,7 +159,7 @@ def resume_command(
     device: str = typer.Option(None, help="train on this device instead of the run's, e.g. cpu"),
 ) -> None:
     """Continue a killed or finished run in its own directory from a full checkpoint."""
-    from omnisafe_alam.checkpoint import CheckpointError, resume
+    from omnisafe_alam.glue.checkpoint import CheckpointError, resume
 
     try:
         ep_ret, ep_cost, ep_len = resume(run_dir, total_steps=total_steps, checkpoint=checkpoint, device=device)

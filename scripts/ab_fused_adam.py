@@ -1,7 +1,7 @@
 """A/B of foreach vs fused Adam on SACALaM's update step (64 wide, one thread): alternating rounds in one process."""
 import time, statistics, tempfile, torch
-from omnisafe_alam.bench import _build, _quiet
-from omnisafe_alam.algorithms.base import _training_parts
+from omnisafe_alam.tools.bench import _build, _quiet
+from omnisafe_alam.core.training import _training_parts
 torch.set_num_threads(1)
 with tempfile.TemporaryDirectory() as d, _quiet():
     inner = _build('SACALaM', 64, 'cpu', 1, d, 1000)

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from omnisafe_alam import functional as F
-from omnisafe_alam.checkpoint import load_state_file
-from omnisafe_alam.known_answer import DEEP, NEAR, TASK_SPECS, TASKS, monte_carlo_f, score_classification
-from omnisafe_alam.models import build_cost_critic
-from omnisafe_alam.runs import load_run
+from omnisafe_alam.core import functional as F
+from omnisafe_alam.glue.checkpoint import load_state_file
+from omnisafe_alam.tools.known_answer import DEEP, NEAR, TASK_SPECS, TASKS, monte_carlo_f, score_classification
+from omnisafe_alam.core.models import build_cost_critic
+from omnisafe_alam.tools.runs import load_run
 
 
 def buffer_levels(run, state_path: Path, z_min: float) -> str:

@@ -34,10 +34,10 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from omnisafe_alam import functional as F
-from omnisafe_alam.checkpoint import load_state_file
-from omnisafe_alam.models import NonNegativeCritic, build_cost_critic
-from omnisafe_alam.runs import load_run
+from omnisafe_alam.core import functional as F
+from omnisafe_alam.glue.checkpoint import load_state_file
+from omnisafe_alam.core.models import NonNegativeCritic, build_cost_critic
+from omnisafe_alam.tools.runs import load_run
 
 
 def episode_starts(obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import build_algo
-from omnisafe_alam import functional as F
+from omnisafe_alam.core import functional as F
 
 
 class _Capture:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnisafe_alam.bench import bench, format_table
+from omnisafe_alam.tools.bench import bench, format_table
 
 
 def test_bench_rows_ratios_and_flop_counts() -> None:
@@ -26,7 +26,7 @@ def test_bench_rows_ratios_and_flop_counts() -> None:
 
 
 def test_subjects_with_overrides_parse_or_name_the_mistake() -> None:
-    from omnisafe_alam.bench import parse_subject
+    from omnisafe_alam.tools.bench import parse_subject
 
     assert parse_subject('SACLag') == ('SACLag', {})
     assert parse_subject('SACALaM@algo_cfgs.policy_delay=2,alam_cfgs.K=3') == (

@@ -194,7 +194,7 @@ def test_agent_api_in_a_user_script_without_importing_the_plugin(tmp_path: Path)
     )
     out = run_cli([sys.executable, str(script)], cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert 'LEARNED omnisafe_alam.algorithms.variants' in out.stdout
+    assert 'LEARNED omnisafe_alam.core.variants' in out.stdout
     # save_model_freq (100) > epochs (2): the final policy is still saved
     (run,) = (tmp_path / 'SACALaM-{SafetyPointGoal1-v0}').glob('seed-*')
     assert sorted(p.name for p in (run / 'torch_save').iterdir()) == ['epoch-0.pt', 'epoch-2.pt']

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run_cli, write_grid
-from omnisafe_alam.compare import (
+from omnisafe_alam.tools.compare import (
     config_bounds,
     format_interval,
     interval95,
@@ -135,7 +135,7 @@ def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:
 
     import torch
 
-    from omnisafe_alam.compare import RunRecord, evaluate_unsafe_steps
+    from omnisafe_alam.tools.compare import RunRecord, evaluate_unsafe_steps
 
     run = tmp_path / 'run'
     (run / 'torch_save').mkdir(parents=True)

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from omnisafe_alam.config import AlamConfigError, coerce_like_defaults, validate_alam_cfgs
-from omnisafe_alam.registration import PLUGIN_ALGORITHMS, load_defaults
+from omnisafe_alam.glue.config import AlamConfigError, coerce_like_defaults, validate_alam_cfgs
+from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS, load_defaults
 
 
 @pytest.fixture()
@@ -40,7 +40,7 @@ def test_sacfpi_shares_the_sac_backbone_and_only_swaps_the_safety_group(env_id: 
 
 
 def test_fpi_cfgs_are_checked_and_the_groups_do_not_mix() -> None:
-    from omnisafe_alam.config import validate_fpi_cfgs, validate_run_cfgs
+    from omnisafe_alam.glue.config import validate_fpi_cfgs, validate_run_cfgs
 
     fpi = load_defaults('SACFPI')
     fpi['algo'] = 'SACFPI'

@@ -22,9 +22,9 @@ def test_cuda_run_trains_and_its_checkpoints_continue_on_cpu(tmp_path: Path, alg
     import omnisafe
 
     import omnisafe_alam  # noqa: F401
-    from omnisafe_alam.algorithms.base import _training_parts
-    from omnisafe_alam.checkpoint import build_resumed
-    from omnisafe_alam.runs import load_run
+    from omnisafe_alam.core.training import _training_parts
+    from omnisafe_alam.glue.checkpoint import build_resumed
+    from omnisafe_alam.tools.runs import load_run
 
     cfgs = tiny_cfgs(tmp_path)
     cfgs['train_cfgs'].update({'device': 'cuda:0', 'total_steps': 600})

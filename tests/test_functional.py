@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from omnisafe_alam import functional as F
+from omnisafe_alam.core import functional as F
 
 T = torch.tensor
 LAM = T([1.0, 0.0, 2.0])
@@ -129,7 +129,7 @@ def test_capped_multiplier_comes_back_below_the_cap() -> None:
     """A multiplier network whose output is 12 everywhere (over the cap of 10) and a dual target
     of 9: 300 Adam steps (lr 1e-2) on the uncapped output bring the capped one below 10; through
     the capped output the loss has no gradient and nothing moves."""
-    from omnisafe_alam.models import MultiplierNet
+    from omnisafe_alam.core.models import MultiplierNet
 
     results = {}
     for uncapped in (True, False):
@@ -209,7 +209,7 @@ def test_dual_target_projects_onto_the_box() -> None:
 
 
 def test_multiplier_net_cap_and_initial_value() -> None:
-    from omnisafe_alam.models import MultiplierNet
+    from omnisafe_alam.core.models import MultiplierNet
 
     torch.manual_seed(0)
     net = MultiplierNet(2, [16, 16], init_value=0.05, max_value=3.0)
@@ -233,7 +233,7 @@ def test_multiplier_net_cap_and_initial_value() -> None:
 def test_cost_critic_softplus_head_is_nonnegative_and_wraps_the_linear_twins() -> None:
     from gymnasium import spaces
 
-    from omnisafe_alam.models import NonNegativeCritic, build_cost_critic
+    from omnisafe_alam.core.models import NonNegativeCritic, build_cost_critic
 
     obs_space = spaces.Box(-1.0, 1.0, (2,))
     act_space = spaces.Box(-1.0, 1.0, (1,))
@@ -283,7 +283,7 @@ def test_floor_revives_a_saturated_softplus_cost_critic(value_floor: float, lear
     floor, and learns them with it (600 Adam steps at 1e-3, targets 5 on half the inputs)."""
     from gymnasium import spaces
 
-    from omnisafe_alam.models import build_cost_critic
+    from omnisafe_alam.core.models import build_cost_critic
 
     torch.manual_seed(0)
     critic = build_cost_critic(spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)), [32, 32], 'relu', 'kaiming_uniform', 'softplus')

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, run_cli
-from omnisafe_alam.grid import GridError, check_runs, expand_grid, load_grid, plan, run_state
+from omnisafe_alam.tools.grid import GridError, check_runs, expand_grid, load_grid, plan, run_state
 
 TASK = 'StatewiseLimit-v0'
 
@@ -124,7 +124,7 @@ def test_a_stopped_grid_continues_where_it_stopped(tmp_path: Path) -> None:
     for algo in ('SACLag', 'SACALaM'):
         progress = _progress(log_dir, algo)
         assert progress['TotalEnvSteps'].tolist() == [200, 400, 600, 800, 1000, 1200], algo
-    from omnisafe_alam.compare import collect_runs
+    from omnisafe_alam.tools.compare import collect_runs
 
     assert sorted(r.algo for r in collect_runs([log_dir])) == ['SACALaM', 'SACLag']  # not the set-aside one
     again = run_cli([*args, '--dry-run'], cwd=tmp_path)
@@ -178,7 +178,7 @@ def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> 
     """The expanded config of every SAC-based run of a task (OmniSafe's defaults, its task
     section, the plugin's mirror of it and the grid's keys) has the same SAC backbone."""
     from conftest import REPO
-    from omnisafe_alam.grid import BACKBONE_KEYS, backbone, backbone_mismatches, run_cfgs
+    from omnisafe_alam.tools.grid import BACKBONE_KEYS, backbone, backbone_mismatches, run_cfgs
 
     runs = expand_grid(load_grid(REPO / 'examples' / name))
     assert backbone_mismatches(runs) == []
@@ -192,7 +192,7 @@ def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> 
 def test_a_grid_whose_backbones_differ_is_named_and_warned_about(tmp_path: Path) -> None:
     """OmniSafe tunes no section for the plugin's tasks: its SACLag there keeps its defaults
     (fixed temperature 0.2, lr 3e-4) against the plugin's task section, and the grid says so."""
-    from omnisafe_alam.grid import backbone_mismatches
+    from omnisafe_alam.tools.grid import backbone_mismatches
 
     grid = tmp_path / 'g.yaml'
     grid.write_text(

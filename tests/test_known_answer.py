@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import BIN, build_algo, run_cli
-from omnisafe_alam import functional as F
+from omnisafe_alam.core import functional as F
 from omnisafe_alam.envs.limit import (
     ENV_ID,
     SAC_BASELINE_CFGS,
@@ -19,7 +19,7 @@ from omnisafe_alam.envs.limit import (
     optimal_multiplier,
     optimal_return,
 )
-from omnisafe_alam.runs import load_run, settled_at, stability_metrics, total_variation
+from omnisafe_alam.tools.runs import load_run, settled_at, stability_metrics, total_variation
 
 D = 0.1
 

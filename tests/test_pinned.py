@@ -72,7 +72,7 @@ def test_cost_critic_step_by_hand(algo) -> None:  # noqa: ANN001
 def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: ANN001
     """The same step with a softplus head and a logit floor of -1: MSE of the softplus outputs
     plus the floor penalty (only q2's second pre-activation, -1.4, is below -1)."""
-    from omnisafe_alam.models import NonNegativeCritic
+    from omnisafe_alam.core.models import NonNegativeCritic
 
     ac = algo._actor_critic  # noqa: SLF001
     ac.cost_critic = NonNegativeCritic(ac.cost_critic)

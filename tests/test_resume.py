@@ -100,7 +100,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
 )
 def test_resume_from_an_older_checkpoint_rewrites_the_same_rows(algo: str, env_id: str, reference: Any, tmp_path: Path) -> None:
     """What a SIGKILL leaves: rows past the checkpoint. Resuming from it rewrites them exactly."""
-    from omnisafe_alam.checkpoint import list_states, load_state_file, resume
+    from omnisafe_alam.glue.checkpoint import list_states, load_state_file, resume
 
     source = reference(algo, env_id)
     run = tmp_path / source.name
@@ -123,8 +123,8 @@ def test_resume_from_an_older_checkpoint_rewrites_the_same_rows(algo: str, env_i
 
 def test_sigterm_mid_episode_saves_and_resume_continues_exactly(reference: Any, tmp_path: Path) -> None:
     """SIGTERM in the middle of an epoch (and of a 50-step episode): state saved at that step."""
-    from omnisafe_alam.algorithms.base import StatewiseOffPolicy
-    from omnisafe_alam.checkpoint import list_states, resume
+    from omnisafe_alam.core.training import StatewiseOffPolicy
+    from omnisafe_alam.glue.checkpoint import list_states, resume
 
     source = reference('SACFPI', 'StatewiseBraking-v0')
     reference_rows, reference_params = _rows(source), _final_params(source)
@@ -189,7 +189,7 @@ def test_sigkill_and_the_resume_command(reference: Any, tmp_path: Path) -> None:
 
 def test_safety_gymnasium_restores_everything_but_the_episode_in_progress(tmp_path: Path) -> None:
     """Safety-Gymnasium cannot save its simulator: the episode restarts, the rest is exact."""
-    from omnisafe_alam.checkpoint import build_resumed, list_states, load_state_file
+    from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
 
     agent = _agent('SACALaM', 'SafetyPointGoal1-v0', tmp_path, epochs=1)
     agent.learn()
@@ -235,7 +235,7 @@ def _assert_nested_equal(a: Any, b: Any, where: str) -> None:
 
 
 def test_bad_checkpoints_are_refused_by_name_and_change_nothing(tmp_path: Path) -> None:
-    from omnisafe_alam.checkpoint import CheckpointError, list_states, resume
+    from omnisafe_alam.glue.checkpoint import CheckpointError, list_states, resume
 
     with pytest.raises(CheckpointError, match='not a run directory'):
         resume(tmp_path)
@@ -274,7 +274,7 @@ def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, c
     with the key's old-behaviour value (0: off), says so, and trains on."""
     import json
 
-    from omnisafe_alam.checkpoint import build_resumed, list_states, load_state_file
+    from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
 
     _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1).learn()
     run = _run_dir(tmp_path)
@@ -293,14 +293,14 @@ def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, c
 
 
 def test_checkpoint_cfgs_are_validated(tmp_path: Path) -> None:
-    from omnisafe_alam.config import AlamConfigError
+    from omnisafe_alam.glue.config import AlamConfigError
 
     with pytest.raises(AlamConfigError, match=r'checkpoint_cfgs\.keep_last=0 must be >= 1'):
         _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, keep_last=0)
 
 
 def test_without_the_buffer_the_checkpoint_is_small_and_training_refills(tmp_path: Path) -> None:
-    from omnisafe_alam.checkpoint import build_resumed, list_states, load_state_file
+    from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
 
     _agent('SACALaM', 'StatewiseLimit-v0', tmp_path / 'with', epochs=1).learn()
     _agent('SACALaM', 'StatewiseLimit-v0', tmp_path / 'without', epochs=1, save_buffer=False).learn()

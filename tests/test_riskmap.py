@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, cli_tiny_args, run_cli
-from omnisafe_alam.riskmap import (
+from omnisafe_alam.tools.riskmap import (
     ArenaProbe,
     Obstacle,
     RiskMapError,

@@ -34,7 +34,7 @@ def _pair(algo: str, tmp_path: Path) -> tuple[Any, Any]:
 
 
 def _state(algo: Any) -> dict[str, torch.Tensor]:
-    from omnisafe_alam.algorithms.base import _training_parts
+    from omnisafe_alam.core.training import _training_parts
 
     modules, optimizers, _ = _training_parts(algo)
     out = {f'{n}.{k}': v for n, m in modules.items() for k, v in m.state_dict().items()}
@@ -79,7 +79,7 @@ def test_one_backward_for_both_critics_equals_the_two_separate_steps(algo_name: 
 
 @pytest.mark.parametrize('algo_name', ['SACALaM', 'SACFPI'])
 def test_written_temperature_gradient_equals_autograd(algo_name: str, tmp_path: Path) -> None:
-    from omnisafe_alam.algorithms.base import StatewiseOffPolicy
+    from omnisafe_alam.core.training import StatewiseOffPolicy
 
     fast, reference = _pair(algo_name, tmp_path)
     obs = fast._buf.sample_batch()['obs']
@@ -95,7 +95,7 @@ def test_written_temperature_gradient_equals_autograd(algo_name: str, tmp_path: 
 
 
 def test_foreach_polyak_equals_the_per_tensor_formula() -> None:
-    from omnisafe_alam.models import PolyakPairs, polyak_step
+    from omnisafe_alam.core.models import PolyakPairs, polyak_step
 
     torch.manual_seed(0)
     sources = [nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)) for _ in range(2)]
@@ -143,7 +143,7 @@ def test_fast_adam_matches_the_per_tensor_loop(tmp_path: Path) -> None:
 
     # and the algorithms use it (CPU supports fused Adam)
     algo = build_algo('SACALaM', tmp_path, fill=0, env_id=ENV)
-    from omnisafe_alam.algorithms.base import _training_parts
+    from omnisafe_alam.core.training import _training_parts
 
     groups = [g for opt in _training_parts(algo)[1].values() for g in opt.param_groups]
     assert len(groups) >= 4 and all(g['fused'] and not g['foreach'] for g in groups)

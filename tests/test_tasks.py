@@ -9,7 +9,7 @@ import torch
 
 from omnisafe_alam.envs import braking as B
 from omnisafe_alam.envs import detour as D
-from omnisafe_alam.known_answer import TASK_SPECS, score_classification
+from omnisafe_alam.tools.known_answer import TASK_SPECS, score_classification
 
 GAMMA, DTOL = 0.99, 0.1
 
@@ -125,7 +125,7 @@ def test_classification_score_by_hand() -> None:
 
 def test_monte_carlo_f_by_hand() -> None:
     """The rollout estimate of a policy's own F (no time limit, stops at termination)."""
-    from omnisafe_alam.known_answer import monte_carlo_f
+    from omnisafe_alam.tools.known_answer import monte_carlo_f
 
     g = 0.99
     # Braking, full throttle from rest at 0: x_t = 0.005 t (t + 1) first exceeds 1 at t = 14
@@ -172,7 +172,7 @@ def test_sacalam_short_run_learns_safe_return_and_risk(
     import pandas as pd
 
     from conftest import BIN, run_cli
-    from omnisafe_alam.known_answer import evaluate_run
+    from omnisafe_alam.tools.known_answer import evaluate_run
 
     args = [
         str(BIN / 'omnisafe'), 'train', '--algo', 'SACALaM', '--env-id', env_id, '--total-steps', '6000',

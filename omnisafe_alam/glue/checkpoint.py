@@ -452,7 +452,8 @@ def build_resumed(
     from omnisafe.algorithms import registry
     from omnisafe.utils.config import Config
 
-    import omnisafe_alam  # noqa: F401  (registers the algorithms)
+    # The plugin's algorithms are in the registry: this module is reached through the package,
+    # whose import registers them.
 
     run_dir = Path(run_dir).resolve()
     path = Path(checkpoint) if checkpoint is not None else newest_state(run_dir)

@@ -22,11 +22,11 @@ epochs; intervals of quantities that cannot be negative are cut at zero):
 - ``multiplier``: the batch-mean multiplier (state-wise variants), or the scalar Lagrange
   multiplier (SACLag, SACPID, ASAC); ``rho`` where there is one.
 - ``ep_cost_std_2nd_half`` / ``multiplier_tv_2nd_half``: oscillation over the second half of the
-  run (:func:`omnisafe_alam.runs.stability_metrics`).
+  run (:func:`omnisafe_alam.tools.runs.stability_metrics`).
 - ``cost_settled``: how many seeds brought the episode cost down for good (at or below
   ``settle_cost``, 25 = OmniSafe's ``cost_limit``, from some epoch to the end), and the median
   step at which they did (per run: ``cost_settled_at`` in per_run.csv, NaN for never;
-  :func:`omnisafe_alam.runs.settled_at`).
+  :func:`omnisafe_alam.tools.runs.settled_at`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from omnisafe_alam.runs import markdown_table, settled_at, stability_metrics
+from omnisafe_alam.tools.runs import markdown_table, settled_at, stability_metrics
 
 __all__ = [
     'CompareError',
@@ -213,7 +213,7 @@ def evaluate_unsafe_steps(record: RunRecord, episodes: int) -> dict[str, float]:
     import torch
     from omnisafe.envs.core import make
 
-    from omnisafe_alam.runs import final_checkpoint, load_policy
+    from omnisafe_alam.tools.runs import final_checkpoint, load_policy
 
     checkpoint = final_checkpoint(record.path)
     epochs = len(record.progress)

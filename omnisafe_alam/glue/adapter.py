@@ -185,8 +185,8 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
 
     def state_dict(self) -> dict[str, Any]:
         """The training and evaluation environments' state and this adapter's episode counters
-        (see :mod:`omnisafe_alam.checkpoint`)."""
-        from omnisafe_alam.checkpoint import env_state
+        (see :mod:`omnisafe_alam.glue.checkpoint`)."""
+        from omnisafe_alam.glue.checkpoint import env_state
 
         return {
             'env': env_state(self._env),
@@ -203,7 +203,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
         wrappers' state (normalisers): it is reset with ``reset_seed``, its episode in progress
         starts afresh and its counters restart at zero.
         """
-        from omnisafe_alam.checkpoint import load_env_state
+        from omnisafe_alam.glue.checkpoint import load_env_state
 
         load_env_state(self._eval_env, state['eval_env'])
         self._calibration.clear()
@@ -228,7 +228,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
         spread). A truncated episode's realised cost omits what would have come after the time
         limit.
         """
-        from omnisafe_alam.functional import rank_correlation
+        from omnisafe_alam.core.functional import rank_correlation
 
         if not self._calibration:
             return dict.fromkeys(CALIBRATION_KEYS, float('nan'))

@@ -143,7 +143,7 @@ class NonNegativeCritic(nn.Module):
 
     def pre_activations(self, obs: torch.Tensor, act: torch.Tensor) -> list[torch.Tensor]:
         """The twins' outputs before the softplus head (what ``alam_cfgs.cost_critic_floor``
-        keeps above its logit, :func:`omnisafe_alam.functional.logit_floor_penalty`)."""
+        keeps above its logit, :func:`omnisafe_alam.core.functional.logit_floor_penalty`)."""
         return self.critic(obs, act)
 
 
@@ -251,7 +251,7 @@ class FeasibilityActorQCritic(ActorQCritic):
 
     ``G(x, a)`` is a constraint decay function (the discounted probability-like weight of the
     first violation, in ``[0, 1]``), not a discounted cost value: it has its own target
-    (:func:`omnisafe_alam.functional.fpi_cdf_target`), its own threshold ``fpi_cfgs.p_f`` and
+    (:func:`omnisafe_alam.core.functional.fpi_cdf_target`), its own threshold ``fpi_cfgs.p_f`` and
     its own name in checkpoints (``feasibility_critic``), so a run of SAC-FPI is never read as
     if it had cost critics. Linear output head and the reward critics' architecture, as the
     reference implementation.

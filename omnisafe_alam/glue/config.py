@@ -151,7 +151,7 @@ FPI_KEYS: dict[str, _Key] = {
 }
 
 
-#: Every key of ``checkpoint_cfgs`` (all plugin algorithms; see :mod:`omnisafe_alam.checkpoint`).
+#: Every key of ``checkpoint_cfgs`` (all plugin algorithms; see :mod:`omnisafe_alam.glue.checkpoint`).
 CHECKPOINT_KEYS: dict[str, _Key] = {
     'save_state': _Key(_to_bool, lambda v: True, ''),
     'state_freq': _Key(_to_int, lambda v: v >= 0, 'must be >= 0 (epochs; 0: logger_cfgs.save_model_freq)'),

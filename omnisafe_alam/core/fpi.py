@@ -2,7 +2,7 @@
 
 Its feasibility function is not a cost value and it has no multiplier, so it shares only
 :class:`StatewiseOffPolicy` (adapter, checks, calibration, final checkpoint) with the Lagrangian
-family; the math is in :mod:`omnisafe_alam.functional` (``fpi_*``).
+family; the math is in :mod:`omnisafe_alam.core.functional` (``fpi_*``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnisafe_alam import functional as F
-from omnisafe_alam.algorithms.base import StatewiseOffPolicy, _check_finite
-from omnisafe_alam.models import FeasibilityActorQCritic
+from omnisafe_alam.core import functional as F
+from omnisafe_alam.core.models import FeasibilityActorQCritic
+from omnisafe_alam.core.training import StatewiseOffPolicy, _check_finite
 
 __all__ = ['SACFPI']
 
@@ -25,9 +25,9 @@ class SACFPI(StatewiseOffPolicy):
     Each gradient step, on one replay batch (reference implementation ``fpi_lin``):
 
     1. reward critics: SAC's (OmniSafe);
-    2. twin CDF critics ``G`` toward :func:`~omnisafe_alam.functional.fpi_cdf_target`
+    2. twin CDF critics ``G`` toward :func:`~omnisafe_alam.core.functional.fpi_cdf_target`
        (``c = 1[cost > 0]``, pessimistic max over the target twins, clipped to [0, 1]);
-    3. actor: the region-wise loss :func:`~omnisafe_alam.functional.fpi_policy_loss` at one
+    3. actor: the region-wise loss :func:`~omnisafe_alam.core.functional.fpi_policy_loss` at one
        reparameterised action per state, with ``Q`` the min of the reward twins and ``G`` the
        max of the CDF twins, then SAC's temperature step;
     4. Polyak averaging of all targets at ``algo_cfgs.polyak``.
@@ -106,7 +106,7 @@ class SACFPI(StatewiseOffPolicy):
         )
 
     def _loss_pi(self, obs: torch.Tensor) -> torch.Tensor:
-        """FPI's region-wise policy loss (see :func:`~omnisafe_alam.functional.fpi_policy_loss`)."""
+        """FPI's region-wise policy loss (see :func:`~omnisafe_alam.core.functional.fpi_policy_loss`)."""
         fpi = self._cfgs.fpi_cfgs
         action = self._actor_critic.actor.predict(obs, deterministic=False)
         log_prob = self._actor_critic.actor.log_prob(action)

@@ -22,53 +22,27 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
+from omnisafe_alam.glue.defaults import CONFIG_DIR, PLUGIN_ALGORITHMS, config_path, load_defaults
+
 __all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'config_path', 'load_defaults', 'register']
 
-#: name -> OmniSafe algorithm type
-PLUGIN_ALGORITHMS: dict[str, str] = {
-    'SACALaM': 'off-policy',
-    'SACALaMGA': 'off-policy',
-    'SACLagNet': 'off-policy',
-    'ASAC': 'off-policy',
-    'SACFPI': 'off-policy',
-}
-
-CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
-
 _PATCHED = '__omnisafe_alam_patched__'
-
-
-def config_path(algo: str) -> Path:
-    """Path of the default YAML of a plugin algorithm."""
-    return CONFIG_DIR / PLUGIN_ALGORITHMS[algo] / f'{algo}.yaml'
-
-
-def load_defaults(algo: str, env_id: str | None = None) -> dict[str, Any]:
-    """The plugin algorithm's ``defaults`` block, updated by its ``env_id`` section if any."""
-    from omnisafe.utils.config import Config
-    from omnisafe.utils.tools import load_yaml
-
-    kwargs = load_yaml(str(config_path(algo)))
-    defaults = Config.dict2config(kwargs['defaults'])
-    if env_id is not None and kwargs.get(env_id) is not None:
-        defaults.recurisve_update(kwargs[env_id])
-    return defaults
 
 
 def _register_classes() -> None:
     from omnisafe.algorithms import registry
 
-    from omnisafe_alam import algorithms
+    from omnisafe_alam.core import fpi, variants
 
+    classes = {**{name: getattr(variants, name) for name in variants.__all__}, 'SACFPI': fpi.SACFPI}
     for name in PLUGIN_ALGORITHMS:
         try:
             registry.get(name)
         except KeyError:
-            registry.register(getattr(algorithms, name))
+            registry.register(classes[name])
 
 
 def _rebind(old: object, new: object, attr: str) -> None:

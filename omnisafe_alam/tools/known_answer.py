@@ -25,8 +25,8 @@ from typing import Any, Callable
 import torch
 
 from omnisafe_alam.envs import TASKS, braking, detour
-from omnisafe_alam.functional import average_ranks
-from omnisafe_alam.runs import LoadedRun, load_run
+from omnisafe_alam.core.functional import average_ranks
+from omnisafe_alam.tools.runs import LoadedRun, load_run
 
 __all__ = ['TASK_SPECS', 'TaskSpec', 'evaluate_loaded', 'evaluate_run', 'monte_carlo_f', 'score_classification']
 

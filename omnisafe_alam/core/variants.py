@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omnisafe_alam import functional as F
-from omnisafe_alam.algorithms.base import StatewiseSAC
+from omnisafe_alam.core import functional as F
+from omnisafe_alam.core.lagrangian import StatewiseSAC
 
 __all__ = ['ASAC', 'SACALaM', 'SACALaMGA', 'SACLagNet']
 

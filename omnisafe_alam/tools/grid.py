@@ -239,7 +239,7 @@ def backbone(cfgs: Any) -> dict[str, Any]:
 def backbone_mismatches(runs: list[GridRun]) -> list[str]:
     """One line per task (and setting the grid varies) whose SAC-based algorithms do not share
     one SAC backbone, naming each differing key and the algorithms on each value."""
-    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+    from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS
 
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for run in runs:
@@ -268,8 +268,8 @@ def check_runs(runs: list[GridRun]) -> None:
     Raises:
         GridError: naming the run and the problem (unknown algorithm, task or key, a bad value).
     """
-    from omnisafe_alam.config import validate_run_cfgs
-    from omnisafe_alam.registration import PLUGIN_ALGORITHMS, load_defaults
+    from omnisafe_alam.glue.config import validate_run_cfgs
+    from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS, load_defaults
 
     for run in runs:
         try:
@@ -365,7 +365,7 @@ def plan(runs: list[GridRun], log_dir: Path) -> list[tuple[GridRun, str, Path | 
     (OmniSafe's algorithms) first, so that a stop late in the grid costs only resumable work; then
     the plugin's started runs, then its new ones (each group in the file's order: put ``seed:``
     first for one seed of every algorithm before the next); done and running ones last."""
-    from omnisafe_alam.registration import PLUGIN_ALGORITHMS
+    from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS
 
     def rank(item: tuple[GridRun, str, Path | None]) -> int:
         run, state, _ = item
@@ -384,7 +384,7 @@ def _command(run: GridRun, state: str, run_dir: Path | None, log_dir: Path) -> l
     cfgs = json.loads(json.dumps(run.custom_cfgs))
     cfgs.setdefault('logger_cfgs', {})['log_dir'] = str(log_dir / run.name)
     payload = json.dumps({'algo': run.algo, 'env_id': run.env_id, 'custom_cfgs': cfgs})
-    return [sys.executable, '-m', 'omnisafe_alam.grid', payload]
+    return [sys.executable, '-m', 'omnisafe_alam.tools.grid', payload]
 
 
 def _set_aside(run_dir: Path) -> Path:

@@ -77,7 +77,7 @@ class LoadedRun:
 
     def f_hat(self, obs: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """``F_hat(x)`` of the saved policy and cost critics (``obs`` already normalised)."""
-        from omnisafe_alam import functional as F
+        from omnisafe_alam.core import functional as F
 
         if self.cost_critic is None:
             raise RunError(f'run {self.run_dir} ({self.algo}) has no twin cost critics saved')
@@ -144,7 +144,7 @@ def load_policy(
 def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     """Rebuild actor, multiplier and cost critics of a run from its config and a checkpoint."""
     from gymnasium import spaces
-    from omnisafe_alam.models import MultiplierNet, build_cost_critic
+    from omnisafe_alam.core.models import MultiplierNet, build_cost_critic
 
     run_dir = Path(run_dir)
     config_path = run_dir / 'config.json'

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from omnisafe_alam.runs import LoadedRun, load_run
+from omnisafe_alam.tools.runs import LoadedRun, load_run
 
 __all__ = ['ArenaProbe', 'RiskMapError', 'cost_free_mask', 'grid_observations', 'map_summary', 'riskmap']
 
