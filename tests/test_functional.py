@@ -75,6 +75,21 @@ def test_augmented_penalty_gradient_is_the_dual_target() -> None:
     assert torch.allclose(g.grad, T([0.0, 1.0, 2.4]))
 
 
+def test_augmented_penalty_with_a_capped_slope() -> None:
+    # lam 2, rho 1, slope cap 5: quadratic up to m* = (5 - 2) / 1 = 3, then slope 5.
+    lam, g = T([2.0, 2.0, 2.0, 2.0]), T([-3.0, 1.0, 3.0, 5.0]).requires_grad_(True)
+    value = F.augmented_penalty(lam, g, 1.0, slope_max=5.0)
+    # inactive: m = -2, 2*-2 + 0.5*4 = -2 (= -lam^2 / 2 rho); g = 1: 2 + 0.5 = 2.5;
+    # g = 3 (at m*): 6 + 4.5 = 10.5; g = 5: 10.5 + 5 * (5 - 3) = 20.5
+    assert torch.allclose(value, T([-2.0, 2.5, 10.5, 20.5]))
+    value.sum().backward()
+    # slope min([lam + rho g]_+, 5) = [0, 3, 5, 5]: the dual target projected onto [0, cap]
+    assert torch.allclose(g.grad, T([0.0, 3.0, 5.0, 5.0]))
+    assert torch.allclose(g.grad, F.dual_target(lam, g.detach(), 1.0, lam_max=5.0))
+    # below the kink the paper's penalty, unchanged
+    assert torch.allclose(F.augmented_penalty(LAM, G, RHO, slope_max=10.0), F.augmented_penalty(LAM, G, RHO))
+
+
 def test_lagrangian_penalty() -> None:
     assert torch.allclose(F.lagrangian_penalty(LAM, G), T([-1.0, 0.0, 0.4]))
 

@@ -203,7 +203,12 @@ def clipped_residual(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Te
     return torch.maximum(-lam / rho, g)
 
 
-def augmented_penalty(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Tensor:
+def augmented_penalty(
+    lam: torch.Tensor,
+    g: torch.Tensor,
+    rho: float,
+    slope_max: float = math.inf,
+) -> torch.Tensor:
     r"""Constraint terms of the augmented-Lagrangian policy loss (Eq. 16), per state.
 
     .. math::
@@ -211,20 +216,38 @@ def augmented_penalty(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.T
         \lambda(x)\, m(x) + \frac{\rho}{2}\, m(x)^2,
         \qquad m(x) = \max\left\{ -\frac{\lambda(x)}{\rho},\ g(x) \right\}
 
+    Its slope in ``g`` is :math:`\lambda + \rho m = [\lambda + \rho g]_+`, the next multiplier
+    estimate of the dual update (Sec. III-C). With ``slope_max`` finite (the plugin passes the
+    multiplier cap, ``alam_cfgs.penalty_slope: capped``) the slope is projected like the dual
+    target, :math:`\min\{[\lambda + \rho g]_+, \lambda_{\max}\}`: quadratic up to
+    :math:`m^* = (\lambda_{\max} - \lambda)/\rho`, then linear with slope
+    :math:`\lambda_{\max}`,
+
+    .. math::
+
+        \lambda m_c + \frac{\rho}{2} m_c^2 + \lambda_{\max} (m - m_c), \qquad m_c = \min\{m, m^*\}.
+
+    Where ``g <= m*`` both are the same; the paper's is ``slope_max = inf``.
+
     The caller passes ``lam`` detached (the multiplier is fixed during the primal step) and ``g``
     with gradient to the policy. Where the constraint is inactive (``g < -lam/rho``) the value is
     the constant ``-lam^2 / (2 rho)`` and no gradient reaches the policy.
 
     Args:
-        lam: multiplier values (no gradient), shape ``(B,)`` (or ``()`` for ASAC).
+        lam: multiplier values (no gradient), shape ``(B,)`` (or ``()`` for ASAC), at most
+            ``slope_max``.
         g: constraint residual, same shape.
         rho: penalty factor, ``> 0``.
+        slope_max: largest slope of the penalty in ``g`` (default: none, the paper).
 
     Returns:
         Per-state penalty, same shape as ``g``.
     """
     m = clipped_residual(lam, g, rho)
-    return lam * m + 0.5 * rho * m.pow(2)
+    if math.isinf(slope_max):
+        return lam * m + 0.5 * rho * m.pow(2)
+    m_c = torch.minimum(m, (slope_max - lam) / rho)
+    return lam * m_c + 0.5 * rho * m_c.pow(2) + slope_max * (m - m_c)
 
 
 def lagrangian_penalty(lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -330,6 +330,12 @@ class StatewiseSAC(StatewiseOffPolicy):
         return warmed_up and steps % self._m_lambda == 0
 
     @property
+    def _penalty_slope_max(self) -> float:
+        """Largest slope of the augmented penalty in ``g`` (``alam_cfgs.penalty_slope``)."""
+        alam = self._cfgs.alam_cfgs
+        return float(alam.multiplier_max) if alam.penalty_slope == 'capped' else math.inf
+
+    @property
     def _penalty_scale(self) -> float:
         """Weight of the constraint penalty in the policy loss (``alam_cfgs.penalty_scale``)."""
         alam = self._cfgs.alam_cfgs

@@ -33,7 +33,7 @@ class SACALaM(StatewiseSAC):
     """
 
     def _penalty(self, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return F.augmented_penalty(lam, g, self._rho)
+        return F.augmented_penalty(lam, g, self._rho, self._penalty_slope_max)
 
     def _multiplier_loss(self, obs: torch.Tensor, g: torch.Tensor, frozen: nn.Module) -> torch.Tensor:
         with torch.no_grad():
@@ -80,7 +80,7 @@ class ASAC(StatewiseSAC):
         return g.mean()
 
     def _penalty(self, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return F.augmented_penalty(lam, self._aggregate(g), self._rho)
+        return F.augmented_penalty(lam, self._aggregate(g), self._rho, self._penalty_slope_max)
 
     def _update_multiplier(self, obs: torch.Tensor) -> float:
         with torch.no_grad():

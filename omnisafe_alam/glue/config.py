@@ -131,6 +131,7 @@ ALAM_KEYS: dict[str, _Key] = {
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
     'penalty_scale': _Key(_to_choice('reward_rms', 'none'), lambda v: True, ''),
     'penalty_scale_rate': _Key(_to_float, lambda v: 0.0 < v <= 1.0, 'must be in (0, 1] (moving-average rate)'),
+    'penalty_slope': _Key(_to_choice('capped', 'unbounded'), lambda v: True, ''),
     'dual_rates': _Key(_to_choice('budget', 'fixed'), lambda v: True, ''),
     'dual_rates_reference_steps': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (environment steps)'),
     'dual_rates_m_lambda_min': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (policy steps)'),
