@@ -173,3 +173,21 @@ def test_each_variant_wires_its_own_formulas(algos: dict) -> None:
     finally:
         for name in ('SACALaM', 'SACALaMGA', 'SACLagNet'):
             del algos[name]._multiplier_uncapped
+
+
+@pytest.mark.parametrize('name', ['SACALaM', 'SACALaMGA'])
+def test_the_penalty_slope_is_capped_at_the_multiplier_cap_by_default(algos: dict, name: str) -> None:
+    """Far outside the constraint the default penalty rises at slope multiplier_max (10), not
+    lambda + rho g (alam_cfgs.penalty_slope: capped); close to it the paper's slope is kept."""
+    algo = algos[name]
+    assert algo._cfgs.alam_cfgs.penalty_slope == 'capped'
+    cap = float(algo._cfgs.alam_cfgs.multiplier_max)
+    rho = float(algo._dual.rho)
+    algo._dual.rho.fill_(5.0)  # at rho_max: rho g alone is 5 x g
+    try:
+        lam = torch.tensor([1.0, 1.0])
+        g = torch.tensor([0.2, 20.0], requires_grad=True)  # lam + rho g: 2 and 101
+        algo._penalty(lam, g).sum().backward()
+    finally:
+        algo._dual.rho.fill_(rho)
+    assert g.grad.tolist() == pytest.approx([2.0, cap])
