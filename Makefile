@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py
 	rm -rf $(VENV)
 	"$$(scripts/find-python310.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -135,6 +135,13 @@ def grid_command(
     log_dir: Path = typer.Option(Path('runs/grid'), help='where each run gets its fixed directory'),
     jobs: int = typer.Option(1, help='runs at a time (each uses train_cfgs:torch_threads threads)'),
     dry_run: bool = typer.Option(False, help='only list each run and what would be done'),
+    ray: bool = typer.Option(
+        False, '--ray', help="run on an existing Ray cluster (pip install 'omnisafe-alam[ray]'); --log-dir must be a path every node sees",
+    ),
+    address: str = typer.Option(
+        None, help='with --ray: the cluster, as Ray spells it (auto, HOST:PORT, ray://HOST:10001; default: $RAY_ADDRESS, else auto)',
+    ),
+    retries: int = typer.Option(3, help='with --ray: how often a run whose trainer, worker or node failed is retried'),
 ) -> None:
     """Run a grid, or continue it: finished runs skipped, checkpointed ones resumed."""
     from omnisafe_alam.tools.grid import GridError, run_grid
@@ -142,8 +149,16 @@ def grid_command(
     if jobs < 1:
         typer.echo(f'error: --jobs must be at least 1, got {jobs}', err=True)
         raise typer.Exit(2)
+    if address is not None and not ray:
+        typer.echo('error: --address is for --ray (the local grid uses this machine)', err=True)
+        raise typer.Exit(2)
     try:
-        failed = run_grid(grid_file, log_dir, jobs=jobs, dry_run=dry_run, echo=typer.echo)
+        if ray:
+            from omnisafe_alam.tools.cluster import run_grid_ray
+
+            failed = run_grid_ray(grid_file, log_dir, address=address, dry_run=dry_run, echo=typer.echo, retries=retries)
+        else:
+            failed = run_grid(grid_file, log_dir, jobs=jobs, dry_run=dry_run, echo=typer.echo)
     except GridError as error:
         typer.echo(f'error: {error}', err=True)
         raise typer.Exit(2) from None

@@ -228,3 +228,20 @@ def test_the_short_rate_companion_differs_from_the_circle_grid_only_in_its_rates
     got, base = flat(short[0].custom_cfgs), flat(main.custom_cfgs)
     assert {k: got[k] for k in rates} == rates
     assert {k: v for k, v in got.items() if k not in rates} == {k: v for k, v in base.items() if k not in rates}
+
+
+def test_ray_backend_without_ray_says_what_to_install(tmp_path: Path) -> None:
+    """`--ray` where Ray cannot be imported: one line naming the install command, exit 2, before
+    any run starts (a `ray` package that fails to import stands in for a missing one)."""
+    shadow = tmp_path / 'shadow' / 'ray'
+    shadow.mkdir(parents=True)
+    (shadow / '__init__.py').write_text("raise ImportError('No module named ray')\n")
+    grid = _write(tmp_path / 'g.yaml', _grid_text('SACALaM', 400))
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'grid', str(grid), '--log-dir', str(tmp_path / 'runs'), '--ray'],
+                  cwd=tmp_path, PYTHONPATH=str(tmp_path / 'shadow'))
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    (line,) = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+    assert "pip install 'omnisafe-alam[ray]'" in line
+    assert not (tmp_path / 'runs').exists()
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'grid', str(grid), '--address', 'auto'], cwd=tmp_path)
+    assert out.returncode == 2 and '--address is for --ray' in out.stderr

@@ -13,7 +13,10 @@ differs from ``omnisafe benchmark``:
     ``omnisafe-alam resume`` (to the grid's ``total_steps``: raising it extends finished runs);
   * anything else (OmniSafe's own algorithms keep no full state, or a run killed before its first
     checkpoint): its partial directory is renamed ``*.incomplete-N`` and the run starts again;
-  * being trained by another grid process (its pid, in ``grid.pid``, alive): left alone;
+  * being trained by another grid process (its lock, ``DIR/.grid-locks/<run>.lock``, held: its
+    holder's heartbeat is fresh, and on this host its process is alive; or, from a grid of
+    before the lock, the pid in ``grid.pid`` alive): left alone. The lock is what a grid on
+    another machine of a cluster (``--ray``) sees too: a pid alone is not enough there;
 
 - runs that cannot resume (OmniSafe's algorithms) are started first, so an interruption late in
   the grid costs only resumable work, then the plugin's unfinished runs, then its new ones;
@@ -35,9 +38,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -48,9 +54,12 @@ import yaml
 __all__ = [
     'GridError',
     'GridRun',
+    'RunLock',
     'config_mismatch',
     'default_groups',
     'expand_grid',
+    'lock_holder',
+    'lock_path',
     'load_grid',
     'plan',
     'run_grid',
@@ -61,6 +70,13 @@ __all__ = [
 
 #: the training process of a run, written while a grid runs it
 PID_FILE = 'grid.pid'
+
+#: the runs' locks, one file per run, under the grid's log directory
+LOCK_DIR = '.grid-locks'
+
+#: seconds a lock may go without its holder's heartbeat before another grid may take the run
+#: (a holder on a node that died cannot release it)
+LOCK_STALE_S = 60.0
 
 
 class GridError(ValueError):
@@ -323,23 +339,148 @@ def config_mismatch(run: GridRun, run_dir: Path) -> list[str]:
     ]
 
 
-def _live_pid(variant_dir: Path) -> int | None:
-    """The pid in ``grid.pid`` if that process still runs (another grid is training the run)."""
+
+def lock_path(log_dir: Path, run: GridRun) -> Path:
+    """The file that says which grid process, on which host, trains ``run``."""
+    return Path(log_dir) / LOCK_DIR / (run.name.replace('/', '__') + '.lock')
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
     try:
-        pid = int((variant_dir / PID_FILE).read_text(encoding='utf-8'))
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        info = json.loads(path.read_text(encoding='utf-8'))
+        info['age'] = time.time() - path.stat().st_mtime
+    except (FileNotFoundError, ValueError):
         return None
+    return info if isinstance(info, dict) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
     except PermissionError:
-        return pid
-    return pid
+        return True
+    return True
 
 
-def run_state(run: GridRun, log_dir: Path) -> tuple[str, Path | None]:
+def lock_holder(path: Path, stale_s: float = LOCK_STALE_S) -> dict[str, Any] | None:
+    """The lock's holder (``host``, ``pid``, ``token``, ``age`` of its last heartbeat) while it
+    holds the run; None when the file is absent or stale: its heartbeat older than ``stale_s``, or
+    its process, on this host, gone (a killed worker)."""
+    info = _read_lock(path)
+    if info is None:
+        return None
+    if info['age'] > stale_s:
+        return None
+    if info.get('host') == socket.gethostname():
+        pids = [int(info.get('pid', -1)), *(int(pid) for pid in info.get('children', []))]
+        if not any(_alive(pid) for pid in pids):
+            return None
+    return info
+
+
+class RunLock:
+    """A run's lock on the shared log directory, for grids on one machine or many.
+
+    :meth:`acquire` creates the file atomically (``O_EXCL``) or, if the one there is stale (see
+    :func:`lock_holder`), moves it away first; a thread then refreshes its modification time
+    every ``stale_s / 6`` seconds. A holder that finds another's token in the file has lost the
+    run (``lost`` is set) and must stop training it.
+    """
+
+    def __init__(self, path: Path, stale_s: float = LOCK_STALE_S) -> None:
+        self.path = Path(path)
+        self.stale_s = stale_s
+        self.token = uuid.uuid4().hex
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free or stale; False while another holder has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                seen = _read_lock(self.path)
+                if lock_holder(self.path, self.stale_s) is not None:
+                    return False
+                # stale: move that one file aside (of two takers, one rename finds it)
+                current = _read_lock(self.path)
+                if seen is not None and current is not None and current.get('token') != seen.get('token'):
+                    continue
+                aside = self.path.with_name(f'{self.path.name}.stale-{self.token}')
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path, aside)
+                    aside.unlink()
+                continue
+            self._info = {'host': socket.gethostname(), 'pid': os.getpid(), 'token': self.token,
+                          'since': time.strftime('%Y-%m-%d %H:%M:%S'), 'children': []}
+            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+                json.dump(self._info, handle)
+            self._thread = threading.Thread(target=self._beat, name=f'lock {self.path.name}', daemon=True)
+            self._thread.start()
+            return True
+        return False
+
+    def add_child(self, pid: int) -> None:
+        """Name the training process too: on this host the lock holds while either lives (a
+        trainer told to stop by its parent's death still writes its checkpoint)."""
+        self._info['children'].append(int(pid))
+        temporary = self.path.with_name(f'{self.path.name}.{self.token}')
+        temporary.write_text(json.dumps(self._info), encoding='utf-8')
+        if self.owned():
+            os.replace(temporary, self.path)
+        else:
+            temporary.unlink()
+            self.lost.set()
+
+    def owned(self) -> bool:
+        info = _read_lock(self.path)
+        return info is not None and info.get('token') == self.token
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.stale_s / 6):
+            if not self.owned():
+                self.lost.set()
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the file if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.owned():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _live_pid(variant_dir: Path) -> int | None:
+    """The pid in ``grid.pid`` (``PID [HOST]``) if that process still runs on this host (a grid
+    here is training the run; a pid written on another host says nothing here)."""
+    try:
+        fields = (variant_dir / PID_FILE).read_text(encoding='utf-8').split()
+        pid = int(fields[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    if len(fields) > 1 and fields[1] != socket.gethostname():
+        return None
+    return pid if _alive(pid) else None
+
+
+def run_state(run: GridRun, log_dir: Path, own_lock: RunLock | None = None) -> tuple[str, Path | None]:
     """``('done' | 'running' | 'resume' | 'restart' | 'new', run directory or None)`` for one
-    grid point (``running``: another grid's process, named in ``grid.pid``, is training it)."""
+    grid point (``running``: another grid's process holds its lock or, on this host, is named in
+    ``grid.pid``); ``own_lock``: the caller's, not counted as another's."""
     variant_dir = log_dir / run.name
-    if _live_pid(variant_dir) is not None:
+    holder = lock_holder(lock_path(log_dir, run))
+    if holder is not None and (own_lock is None or holder.get('token') != own_lock.token):
+        return 'running', None
+    if own_lock is None and _live_pid(variant_dir) is not None:
         return 'running', None
     dirs = _run_dirs(variant_dir)
     if not dirs:
@@ -411,6 +552,7 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
         return 0
     pending = [(run, state, run_dir) for run, state, run_dir in todo if state not in ('done', 'running')]
     running: dict[subprocess.Popen[bytes], GridRun] = {}
+    locks: dict[subprocess.Popen[bytes], RunLock] = {}
     failed = unfinished = 0
     stopping: list[int] = []
 
@@ -425,6 +567,14 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
         while pending or running:
             while pending and len(running) < jobs and not stopping:
                 run, state, run_dir = pending.pop(0)
+                lock = RunLock(lock_path(log_dir, run))
+                if not lock.acquire():
+                    echo(f'running  {run.name} (taken by another grid meanwhile)')
+                    continue
+                state, run_dir = run_state(run, log_dir, own_lock=lock)
+                if state == 'done':
+                    lock.release()
+                    continue
                 if state == 'restart':
                     echo(f'{run.name}: no full checkpoint, set aside as {_set_aside(run_dir)}; starting again')
                 (log_dir / run.name).mkdir(parents=True, exist_ok=True)
@@ -438,12 +588,15 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
                         start_new_session=True,
                     )
                 running[proc] = run
-                (log_dir / run.name / PID_FILE).write_text(str(proc.pid), encoding='utf-8')
+                locks[proc] = lock
+                lock.add_child(proc.pid)
+                (log_dir / run.name / PID_FILE).write_text(f'{proc.pid} {socket.gethostname()}', encoding='utf-8')
                 echo(f'started  {run.name} ({state}), log {log}')
             time.sleep(1.0)
             for proc in [p for p in running if p.poll() is not None]:
                 run = running.pop(proc)
                 (log_dir / run.name / PID_FILE).unlink(missing_ok=True)
+                locks.pop(proc).release()
                 if proc.returncode == 0:
                     echo(f'finished {run.name}')
                 elif stopping and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM):
@@ -457,6 +610,8 @@ def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for lock in locks.values():
+            lock.release()
     if stopping:
         echo('stopped; run the same command again to continue')
         return failed + unfinished + len(pending)
