@@ -17,9 +17,10 @@ the run's own resources: ``train_cfgs.torch_threads`` CPUs, and one GPU when
   which the local backend takes too. A retried task waits for its dead predecessor's lock to go
   stale (at once on the same host, where the dead process can be seen; after
   ``LOCK_STALE_S`` without a heartbeat from another);
-- SIGINT / SIGTERM on the driver cancel the queued tasks and interrupt the running ones, which
-  pass SIGTERM on to their trainers (the plugin's save a full checkpoint) and return; the driver
-  exits once they have. The same command continues the grid.
+- SIGINT / SIGTERM on the driver cancel the queued tasks and stop the running ones (a stop file
+  on the shared directory, and ``ray.cancel``), which pass SIGTERM on to their trainers (the
+  plugin's save a full checkpoint) and return; the driver exits once they have. The same command
+  continues the grid.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omnisafe_alam.tools.grid import (
+    LOCK_DIR,
     LOCK_STALE_S,
     GridError,
     GridRun,
@@ -97,9 +100,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def train_on_node(run: GridRun, log_dir: str, stale_s: float = LOCK_STALE_S) -> dict[str, Any]:
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the trainer and wait for it (it saves a checkpoint), whatever interrupts come."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    while True:
+        try:
+            proc.wait()
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def train_on_node(run: GridRun, log_dir: str, stale_s: float = LOCK_STALE_S, stop_file: str | None = None) -> dict[str, Any]:
     """One run, inside its Ray task: take the run's lock, decide from the directory what to do,
-    train in a child process, hand the driver's interrupt on as SIGTERM.
+    train in a child process, hand the driver's stop on as SIGTERM. The driver stops a task two
+    ways, either of which is enough: it creates ``stop_file`` (on the shared log directory, seen
+    from every node) and it cancels the task (``ray.cancel``: a KeyboardInterrupt here).
 
     Returns ``{'status': 'finished' | 'done' | 'stopped' | 'busy', 'host': ...}``.
 
@@ -118,6 +135,9 @@ def train_on_node(run: GridRun, log_dir: str, stale_s: float = LOCK_STALE_S) -> 
                 holder = lock_holder(lock.path, stale_s) or {}
                 return {'status': 'busy', 'host': holder.get('host', '?')}
             time.sleep(1.0)
+        stopped = (lambda: Path(stop_file).exists()) if stop_file else (lambda: False)
+        if stopped():
+            return {'status': 'stopped', 'host': host}
         state, run_dir = run_state(run, log_root, own_lock=lock)
         if state == 'done':
             return {'status': 'done', 'host': host}
@@ -138,17 +158,18 @@ def train_on_node(run: GridRun, log_dir: str, stale_s: float = LOCK_STALE_S) -> 
         lock.add_child(proc.pid)
         while proc.poll() is None:
             if lock.lost.is_set():
-                proc.send_signal(signal.SIGTERM)
-                proc.wait()
+                _stop_child(proc)
                 raise GridError(f'{run.name}: another grid took the run over (lock {lock.path}); stopped here')
+            if stopped():
+                _stop_child(proc)
+                return {'status': 'stopped', 'host': host}
             time.sleep(0.5)
         if proc.returncode != 0:
             raise RunFailedError(f'{run.name}: the trainer on {host} exited with {proc.returncode}; see {variant / "grid.log"}')
         return {'status': 'finished', 'host': host}
     except KeyboardInterrupt:  # ray.cancel: the driver was stopped
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
+        if proc is not None:
+            _stop_child(proc)
         return {'status': 'stopped', 'host': host}
     finally:
         lock.release()
@@ -329,6 +350,7 @@ def run_grid_ray(
         _check_fit(ray, [run for run, _ in pending], resources)
         echo(f'submitting {len(pending)} runs to the Ray cluster at {where}')
         task = ray.remote(train_on_node)
+        stop_file = log_dir / LOCK_DIR / f'stop-{uuid.uuid4().hex}'
         entries = [_Entry(run, 'done' if state == 'done' else 'running' if state == 'running' else 'queued') for run, state, _ in todo]
         by_name = {entry.run.name: entry for entry in entries}
         refs = {
@@ -337,7 +359,7 @@ def run_grid_ray(
                 max_retries=retries,
                 retry_exceptions=[RunFailedError],
                 **resources[run.name],
-            ).remote(run, str(log_dir), stale_s): by_name[run.name]
+            ).remote(run, str(log_dir), stale_s, str(stop_file)): by_name[run.name]
             for run, _ in pending
         }
         stopping: list[int] = []
@@ -345,6 +367,8 @@ def run_grid_ray(
         def stop(signum: int, frame: Any) -> None:
             if not stopping:
                 echo(f'got signal {signum}: stopping the runs (the plugin\'s save a checkpoint first)')
+                stop_file.parent.mkdir(parents=True, exist_ok=True)
+                stop_file.touch()
                 for ref in refs:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=False)
@@ -382,6 +406,7 @@ def run_grid_ray(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            stop_file.unlink(missing_ok=True)
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
