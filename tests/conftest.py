@@ -118,3 +118,23 @@ def write_grid(path: Path, algos: list[str], env_id: str, seeds: list[int], step
         'logger_cfgs:save_model_freq: [1]\n',
     )
     return path
+
+
+def resumable_grid_text(algos: str, steps: int, seeds: str = '0', threads: int = 1, env_id: str = 'StatewiseLimit-v0') -> str:
+    """A tiny `omnisafe-alam grid` file body: 200-step epochs, a full checkpoint every epoch."""
+    return (
+        f'algo: [{algos}]\n'
+        f'env_id: [{env_id}]\n'
+        f'seed: [{seeds}]\n'
+        f'train_cfgs:total_steps: [{steps}]\n'
+        f'train_cfgs:torch_threads: [{threads}]\n'
+        'algo_cfgs:steps_per_epoch: [200]\n'
+        'algo_cfgs:start_learning_steps: [100]\n'
+        'algo_cfgs:batch_size: [32]\n'
+        'algo_cfgs:warmup_epochs: [0]\n'
+        'model_cfgs:actor:hidden_sizes: [[16, 16]]\n'
+        'model_cfgs:critic:hidden_sizes: [[16, 16]]\n'
+        'logger_cfgs:use_tensorboard: [False]\n'
+        'logger_cfgs:save_model_freq: [1]\n'
+        'checkpoint_cfgs:state_freq: [1]\n'
+    )

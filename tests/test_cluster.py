@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import BIN, resumable_grid_text, run_cli
 from omnisafe_alam.tools.grid import RunLock, expand_grid, load_grid, lock_holder, run_state
 
 TASK = 'StatewiseLimit-v0'
@@ -23,23 +23,7 @@ ray = pytest.importorskip('ray', reason="the Ray backend's tests need the extra:
 
 
 def _grid(path: Path, algos: str, seeds: str, steps: int, threads: int = 1) -> Path:
-    path.write_text(
-        f'algo: [{algos}]\n'
-        f'env_id: [{TASK}]\n'
-        f'seed: [{seeds}]\n'
-        f'train_cfgs:total_steps: [{steps}]\n'
-        f'train_cfgs:torch_threads: [{threads}]\n'
-        'algo_cfgs:steps_per_epoch: [200]\n'
-        'algo_cfgs:start_learning_steps: [100]\n'
-        'algo_cfgs:batch_size: [32]\n'
-        'algo_cfgs:warmup_epochs: [0]\n'
-        'model_cfgs:actor:hidden_sizes: [[16, 16]]\n'
-        'model_cfgs:critic:hidden_sizes: [[16, 16]]\n'
-        'logger_cfgs:use_tensorboard: [False]\n'
-        'logger_cfgs:save_model_freq: [1]\n'
-        'checkpoint_cfgs:state_freq: [1]\n',
-        encoding='utf-8',
-    )
+    path.write_text(resumable_grid_text(algos, steps, seeds, threads, TASK), encoding='utf-8')
     return path
 
 

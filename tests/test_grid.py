@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import BIN, resumable_grid_text, run_cli
 from omnisafe_alam.tools.grid import GridError, check_runs, expand_grid, load_grid, plan, run_state
 
 TASK = 'StatewiseLimit-v0'
@@ -24,22 +24,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _grid_text(algos: str, steps: int) -> str:
-    return (
-        f'algo: [{algos}]\n'
-        f'env_id: [{TASK}]\n'
-        'seed: [0]\n'
-        f'train_cfgs:total_steps: [{steps}]\n'
-        'train_cfgs:torch_threads: [1]\n'
-        'algo_cfgs:steps_per_epoch: [200]\n'
-        'algo_cfgs:start_learning_steps: [100]\n'
-        'algo_cfgs:batch_size: [32]\n'
-        'algo_cfgs:warmup_epochs: [0]\n'
-        'model_cfgs:actor:hidden_sizes: [[16, 16]]\n'
-        'model_cfgs:critic:hidden_sizes: [[16, 16]]\n'
-        'logger_cfgs:use_tensorboard: [False]\n'
-        'logger_cfgs:save_model_freq: [1]\n'
-        'checkpoint_cfgs:state_freq: [1]\n'
-    )
+    return resumable_grid_text(algos, steps, env_id=TASK)
 
 
 def test_expansion_names_runs_and_applies_groups_where_they_exist(tmp_path: Path) -> None:

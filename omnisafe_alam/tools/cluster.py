@@ -47,14 +47,9 @@ from omnisafe_alam.tools.grid import (
     _run_dirs,
     _set_aside,
     _steps_done,
-    backbone_mismatches,
-    check_runs,
-    expand_grid,
-    load_grid,
     lock_holder,
     lock_path,
-    plan,
-    run_cfgs,
+    prepare,
     run_state,
 )
 
@@ -83,9 +78,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_resources(run: GridRun) -> dict[str, float]:
-    """What one run asks of a node: ``train_cfgs.torch_threads`` CPUs, a GPU on CUDA."""
-    cfgs = run_cfgs(run)
+def run_resources(cfgs: Any) -> dict[str, float]:
+    """What one run (its built config, :func:`~omnisafe_alam.tools.grid.run_cfgs`) asks of a
+    node: ``train_cfgs.torch_threads`` CPUs, a GPU on CUDA."""
     threads = int(cfgs.train_cfgs.torch_threads)
     gpus = 1.0 if str(cfgs.train_cfgs.device).startswith('cuda') else 0.0
     return {'num_cpus': float(threads), 'num_gpus': gpus}
@@ -191,6 +186,7 @@ class _Board:
         self.entries, self.log_dir, self.echo, self.every = entries, log_dir, echo, every
         self.live = sys.stdout.isatty() if live is None else live
         self._last_summary = time.time()
+        self._last_show = 0.0
         self._live: Any = None
 
     def steps(self, entry: _Entry) -> int:
@@ -243,7 +239,12 @@ class _Board:
             self._live.__exit__(*exc)
         self.echo(f'grid: {self.summary()}')
 
-    def show(self) -> None:
+    def show(self, interval: float = 5.0) -> None:
+        """Refresh from the shared directory (locks, progress.csv), at most every ``interval``
+        seconds: with hundreds of runs on a network file system, not on every poll."""
+        if time.time() - self._last_show < interval:
+            return
+        self._last_show = time.time()
         self.refresh()
         if self._live is not None:
             self._live.update(self._table())
@@ -327,18 +328,13 @@ def run_grid_ray(
     """
     ray = _import_ray()
     log_dir = Path(log_dir).resolve()
-    runs = expand_grid(load_grid(path))
-    check_runs(runs)
-    for line in backbone_mismatches(runs):
-        echo(f'WARNING: {line}: the comparison measures backbones as well as safety mechanisms')
-    todo = plan(runs, log_dir)
-    resources = {run.name: run_resources(run) for run, _, _ in todo}
-    for run, state, run_dir in todo:
-        need = resources[run.name]
-        echo(
-            f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else '')
-            + f'  [{need["num_cpus"]:g} CPU' + (', 1 GPU' if need['num_gpus'] else '') + ']',
-        )
+
+    def note(run: GridRun, cfgs: Any) -> str:
+        need = run_resources(cfgs)
+        return f'  [{need["num_cpus"]:g} CPU' + (', 1 GPU' if need['num_gpus'] else '') + ']'
+
+    todo, built = prepare(path, log_dir, echo, note)
+    resources = {name: run_resources(cfgs) for name, cfgs in built.items()}
     if dry_run:
         return 0
     pending = [(run, state) for run, state, _ in todo if state not in ('done', 'running')]

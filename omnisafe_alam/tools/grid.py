@@ -278,8 +278,9 @@ def backbone_mismatches(runs: list[GridRun]) -> list[str]:
     return lines
 
 
-def check_runs(runs: list[GridRun]) -> None:
-    """Build every run's config as OmniSafe would (no environment) and validate it.
+def check_runs(runs: list[GridRun]) -> dict[str, Any]:
+    """Build every run's config as OmniSafe would (no environment) and validate it; returns the
+    configs by run name.
 
     Raises:
         GridError: naming the run and the problem (unknown algorithm, task or key, a bad value).
@@ -287,16 +288,18 @@ def check_runs(runs: list[GridRun]) -> None:
     from omnisafe_alam.glue.config import validate_run_cfgs
     from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS, load_defaults
 
+    built = {}
     for run in runs:
         try:
             # OmniSafe's own config merge and key check, without building the algorithm
-            cfgs = run_cfgs(run)
+            cfgs = built[run.name] = run_cfgs(run)
             if run.algo in PLUGIN_ALGORITHMS:
                 validate_run_cfgs(cfgs, load_defaults(run.algo, run.env_id))
             if 'total_steps' not in run.custom_cfgs.get('train_cfgs', {}):
                 raise GridError('the grid must set train_cfgs:total_steps')
         except (AssertionError, KeyError, ValueError, TypeError) as error:
             raise GridError(f'{run.name}: {error}') from None
+    return built
 
 
 def _run_dirs(variant_dir: Path) -> list[Path]:
@@ -538,16 +541,32 @@ def _set_aside(run_dir: Path) -> Path:
     return target
 
 
-def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool = False, echo: Any = print) -> int:
-    """Run (or continue) a grid; returns how many runs failed (or, once stopped, are unfinished)."""
-    log_dir = Path(log_dir).resolve()
+def prepare(
+    path: str | Path,
+    log_dir: Path,
+    echo: Any,
+    note: Callable[[GridRun, Any], str] | None = None,
+) -> tuple[list[tuple[GridRun, str, Path | None]], dict[str, Any]]:
+    """What both backends do before anything starts: expand and check the grid (configs built
+    once), warn about differing SAC backbones, plan, and list each run's state (``note(run,
+    cfgs)`` appended to its line). Returns the plan and the configs by run name."""
     runs = expand_grid(load_grid(path))
-    check_runs(runs)
+    built = check_runs(runs)
     for line in backbone_mismatches(runs):
         echo(f'WARNING: {line}: the comparison measures backbones as well as safety mechanisms')
     todo = plan(runs, log_dir)
     for run, state, run_dir in todo:
-        echo(f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else ''))
+        echo(
+            f'{state:8s} {run.name}' + (f'  ({_steps_done(run_dir)} of {run.total_steps} steps)' if run_dir else '')
+            + (note(run, built[run.name]) if note else ''),
+        )
+    return todo, built
+
+
+def run_grid(path: str | Path, log_dir: str | Path, jobs: int = 1, dry_run: bool = False, echo: Any = print) -> int:
+    """Run (or continue) a grid; returns how many runs failed (or, once stopped, are unfinished)."""
+    log_dir = Path(log_dir).resolve()
+    todo, _ = prepare(path, log_dir, echo)
     if dry_run:
         return 0
     pending = [(run, state, run_dir) for run, state, run_dir in todo if state not in ('done', 'running')]
