@@ -342,7 +342,6 @@ def config_mismatch(run: GridRun, run_dir: Path) -> list[str]:
     ]
 
 
-
 def lock_path(log_dir: Path, run: GridRun) -> Path:
     """The file that says which grid process, on which host, trains ``run``."""
     return Path(log_dir) / LOCK_DIR / (run.name.replace('/', '__') + '.lock')
