@@ -61,3 +61,26 @@ with torch.no_grad():
         pre.mean(), pre.quantile(0.1), pre.quantile(0.5), pre.quantile(0.9), torch.sigmoid(pre).mean()))
     hz = cost.bool() & torch.from_numpy(k)
     print('in-hazard states: pre %.2f, Qc %.3f' % (pre[:, hz].mean(), torch.stack(ac.cost_critic(obs, act)).mean(0)[hz].mean()))
+
+# the actor's two pulls: the reward critic's and the constraint penalty's (as in the policy loss)
+sub = torch.from_numpy(np.flatnonzero(k)[:4096])
+o = obs[sub]
+a = ac.actor.predict(o, deterministic=True).detach().requires_grad_(True)
+g_r = torch.autograd.grad(torch.min(*ac.reward_critic(o, a)).sum(), a)[0]
+g_c = torch.autograd.grad(torch.stack(ac.cost_critic(o, a)).mean(0).sum(), a)[0]
+cos_a = torch.nn.functional.cosine_similarity(g_r, -g_c, dim=-1)
+print('action gradients at the deterministic action: |dQr/da| %.4f, |dQc/da| %.4f; cos(dQr/da, -dQc/da) q10 %.2f q50 %.2f q90 %.2f, '
+      'share < 0 (less cost means less reward) %.2f' % (g_r.norm(dim=-1).mean(), g_c.norm(dim=-1).mean(), cos_a.quantile(0.1),
+                                                        cos_a.quantile(0.5), cos_a.quantile(0.9), (cos_a < 0).float().mean()))
+if hasattr(algo, '_penalty'):
+    params = [p for p in ac.actor.parameters()]
+    act_s = ac.actor.predict(o, deterministic=False)
+    q_term = -torch.min(*ac.reward_critic(o, act_s)).mean()
+    with torch.no_grad():
+        lam_o = algo._multiplier_at(o)
+    pen_term = algo._penalty_scale * algo._penalty(lam_o, algo._residual(o)).mean()
+    gq = torch.cat([x.flatten() for x in torch.autograd.grad(q_term, params)])
+    gp = torch.cat([x.flatten() for x in torch.autograd.grad(pen_term, params)])
+    print('actor-parameter gradients of the policy loss: |Q term| %.4f, |penalty term| %.4f (weight %.4f), cosine %.3f '
+          '(< 0: the penalty undoes the reward step)' % (gq.norm(), gp.norm(), algo._penalty_scale,
+                                                         torch.nn.functional.cosine_similarity(gq, gp, dim=0)))

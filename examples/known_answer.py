@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 import omnisafe_alam  # noqa: F401
 from omnisafe_alam.envs import TASKS
@@ -72,6 +73,7 @@ _AGENT = 'import json, sys, omnisafe; omnisafe.Agent(sys.argv[1], sys.argv[2], c
 
 def train(
     algo: str, seed: int, env_id: str, steps: int | None, log_dir: Path, reuse: bool = False, reward_scale: float = 1.0,
+    alam: dict | None = None,
 ) -> Path:
     """Train one run through ``omnisafe.Agent`` in a fresh interpreter (as a user script would)."""
     out_dir = log_dir / f'{algo}-s{seed}'
@@ -86,6 +88,8 @@ def train(
     cfgs['logger_cfgs'] = {'log_dir': str(out_dir), 'use_tensorboard': False}
     if reward_scale != 1.0:  # the plugin's task sections have env_cfgs (OmniSafe's SAC has none)
         cfgs['env_cfgs'] = {'reward_scale': reward_scale}
+    if alam and algo != 'SAC':
+        cfgs['alam_cfgs'] = dict(alam)
     out = subprocess.run(
         [sys.executable, '-c', _AGENT, algo, env_id, json.dumps(cfgs)],
         capture_output=True, text=True, check=False,
@@ -128,11 +132,19 @@ def main() -> None:
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--reward-scale', type=float, default=1.0, help='every reward times this (env_cfgs.reward_scale)')
     parser.add_argument('--reuse', action='store_true', help='summarise existing runs, train only missing ones')
+    parser.add_argument('--alam', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='alam_cfgs overrides for the plugin algorithms, e.g. cost_critic_min_slope=0.1')
     args = parser.parse_args()
+    alam = {}
+    for item in args.alam:
+        key, sep, value = item.partition('=')
+        if not sep:
+            parser.error(f'--alam takes KEY=VALUE, got {item!r}')
+        alam[key] = yaml.safe_load(value)
     args.log_dir = args.log_dir or Path('runs/known_answer') / args.env_id
     jobs = [(a, s) for a in args.algos for s in args.seeds]
     with ThreadPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(lambda job: train(*job, args.env_id, args.steps, args.log_dir, args.reuse, args.reward_scale), jobs))
+        runs = list(pool.map(lambda job: train(*job, args.env_id, args.steps, args.log_dir, args.reuse, args.reward_scale, alam), jobs))
     table = pd.DataFrame([summarize(run, args.d) for run in runs])
     print(markdown_table(table))
     (args.log_dir / 'summary.json').write_text(table.to_json(orient='records', indent=2))

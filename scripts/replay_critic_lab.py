@@ -15,8 +15,9 @@ early enough in their episode that the time limit cuts off less than ``gamma**ma
 
 (the second: the buffer and policy as they were at 50k steps; docs/algorithms.md quotes both on
 SACALaM seed 1 of the Circle results grid, trained before ``cost_critic_floor``). Settings are
-``START-HEAD:LR`` with START ``run`` (the run's own critics) or ``fresh``, HEAD ``softplus`` or
-``linear``. The lab's critics have no floor: it shows what the head does by itself.
+``START-HEAD[-sS]:LR`` with START ``run`` (the run's own critics) or ``fresh``, HEAD
+``softplus`` or ``linear``; ``-sS`` trains a softplus head by ``functional.bounded_slope_loss``
+with min_slope S (``-s1``: the matching loss) instead of the MSE. The lab's critics have no floor: it shows what the head does by itself.
 
 Prints, every ``--every`` steps and for each setting, the critics' mean ``Q_c`` on that slice
 against the Monte-Carlo mean, their correlation, and the mean pre-softplus output.
@@ -106,7 +107,7 @@ def main() -> None:
     settings = []
     for item in args.settings.split(','):
         name, lr = item.split(':')
-        start, head = name.split('-')
+        start, head, *loss = name.split('-')
         torch.manual_seed(args.seed)
         if start == 'run':
             critic = copy.deepcopy(run.cost_critic)
@@ -118,13 +119,13 @@ def main() -> None:
         critic.train()
         target = copy.deepcopy(critic)
         opt = torch.optim.Adam(critic.parameters(), lr=float(lr))
-        settings.append((item, critic, target, opt))
+        settings.append((item, critic, target, opt, float(loss[0][1:]) if loss else 0.0))
 
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0:
-            for item, critic, _, _ in settings:
+            for item, critic, _, _, _ in settings:
                 q = twin_mean(critic, obs[ref], act[ref])
                 corr = torch.corrcoef(torch.stack([q, mc[ref]]))[0, 1]
                 pre = pre_softplus(critic, obs[ref], act[ref])
@@ -135,12 +136,15 @@ def main() -> None:
         b = torch.randint(n, (batch,), generator=gen)
         with torch.no_grad():
             next_action = run.actor(nobs[b]).sample()
-        for _, critic, target, opt in settings:
+        for _, critic, target, opt, min_slope in settings:
             with torch.no_grad():
                 y = F.cost_critic_target(cost[b], done[b], torch.stack(target(nobs[b], next_action)), gamma,
                                          pessimism=alam['cost_target_pessimism'], value_max=value_max)
-            q1, q2 = critic(obs[b], act[b])
-            loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
+            if min_slope > 0:
+                loss = F.bounded_slope_loss(torch.stack(critic.pre_activations(obs[b], act[b])), y, min_slope)
+            else:
+                q1, q2 = critic(obs[b], act[b])
+                loss = nn.functional.mse_loss(q1, y) + nn.functional.mse_loss(q2, y)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(critic.parameters(), cfgs['algo_cfgs']['max_grad_norm'])

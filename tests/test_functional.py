@@ -291,6 +291,54 @@ def test_logit_floor_and_its_penalty_by_hand() -> None:
         F.logit_floor_penalty(T([1.0]), -5.0)
 
 
+def test_bounded_slope_loss_by_hand() -> None:
+    # twins' pre-softplus outputs z, targets y = [1, 0]; softplus(0) = 0.693147,
+    # softplus(-12) = 6.1442e-6, softplus(2) = 2.126928, softplus(1) = 1.313262
+    # errors e = softplus(z) - y: [[-0.306853, 6.1442e-6], [1.126928, 1.313262]]
+    pre = T([[0.0, -12.0], [2.0, 1.0]], requires_grad=True)
+    target = T([1.0, 0.0])
+    # s = 1 (matching): weights 1; value 2 sum_i mean_b(e z)
+    # = (-0.306853 * 0 + 6.1442e-6 * -12) + (1.126928 * 2 + 1.313262 * 1) = 3.567044
+    surrogate = F.bounded_slope_loss(pre, target, 1.0)
+    assert surrogate.item() == pytest.approx(3.567044, abs=1e-5)
+    # gradient 2 e w / B = e (B = 2)
+    surrogate.backward()
+    assert torch.allclose(pre.grad, T([[-0.306853, 6.1442e-6], [1.126928, 1.313262]]), atol=1e-6)
+    # s = 0.1: sigmoid(z) = [[0.5, 6.1442e-6], [0.880797, 0.731059]] -> weights [[0.5, 0.1], [0.880797, 0.731059]]
+    pre.grad = None
+    F.bounded_slope_loss(pre, target, 0.1).backward()
+    expected = T([[-0.306853 * 0.5, 6.1442e-6 * 0.1], [1.126928 * 0.880797, 1.313262 * 0.731059]])
+    assert torch.allclose(pre.grad, expected, atol=1e-6)
+    # s = 0: exactly the MSE's gradient, sum over the twins of mean((softplus(z) - y)^2)
+    pre.grad = None
+    F.bounded_slope_loss(pre, target, 0.0).backward()
+    mse_pre = pre.detach().clone().requires_grad_(True)
+    sum(torch.nn.functional.mse_loss(torch.nn.functional.softplus(z), target) for z in mse_pre).backward()
+    assert torch.allclose(pre.grad, mse_pre.grad, atol=1e-7)
+    with pytest.raises(ValueError, match=r'\(N, B\)'):
+        F.bounded_slope_loss(T([1.0, 2.0]), target, 1.0)
+    with pytest.raises(ValueError, match='min_slope'):
+        F.bounded_slope_loss(pre, target, 1.5)
+
+
+@pytest.mark.parametrize('min_slope', [1.0, 0.1, 0.0])
+def test_bounded_slope_loss_fits_the_mean(min_slope: float) -> None:
+    """Any s fits the targets' mean, as the MSE: gradient descent on one output whose targets
+    are 0 and 3 in equal parts, from z = -20, ends at softplus(z) = 1.5 for s = 1 and 0.1. With
+    s = 0 (the MSE's gradient, 2 x 1.5 x sigmoid(-20) = 6e-9 there) it stays below 1e-6."""
+    z = T([[-20.0]], requires_grad=True)
+    optimizer = torch.optim.SGD([z], lr=0.2)
+    for _ in range(1500):
+        optimizer.zero_grad()
+        F.bounded_slope_loss(z.expand(1, 2), T([0.0, 3.0]), min_slope).backward()
+        optimizer.step()
+    value = torch.nn.functional.softplus(z).item()
+    if min_slope > 0:
+        assert value == pytest.approx(1.5, abs=1e-4)
+    else:
+        assert value < 1e-6
+
+
 @pytest.mark.parametrize(('value_floor', 'learns'), [(0.0, False), (0.01, True)])
 def test_floor_revives_a_saturated_softplus_cost_critic(value_floor: float, learns: bool) -> None:
     """A softplus critic whose outputs sit at -30 before the head (where a long stretch without

@@ -95,6 +95,41 @@ def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: AN
     assert algo._logger._data['Loss/Loss_cost_critic'][-1] == pytest.approx(mse + 0.08, rel=1e-5)  # noqa: SLF001
 
 
+def test_cost_critic_bounded_slope_step_by_hand(algo) -> None:  # noqa: ANN001
+    """The same step with a softplus head, no floor, and ``cost_critic_min_slope`` 1 (the matching
+    loss), 0.3 and 0 (the MSE); the default is 0.1. The logged loss is the MSE each time; the
+    matching step moves each twin's bias by lr x the sum of its errors (2/B = 1), the MSE step by
+    the errors times the head's slope sigmoid(z), 0.3 by max(sigmoid(z), 0.3): the MSE's step but
+    for q2's second sample, whose slope sigmoid(-1.4) = 0.198 is raised to 0.3."""
+    from omnisafe_alam.core.models import NonNegativeCritic
+
+    obs, act = T([[0.5], [-1.0]]), T([[0.2], [1.0]])
+    cost, done, next_obs = T([0.0, 0.3]), T([0.0, 1.0]), T([[1.0], [0.0]])
+    algo._f_actions = lambda obs: T([[[0.5], [-1.0]]])  # noqa: SLF001
+    algo._cost_logit_floor = -math.inf  # noqa: SLF001
+    # as above: z1 = [0.9, 1.0], z2 = [0.15, -1.4], y = [0.693, 1]
+    zs, y = ((0.9, 1.0), (0.15, -1.4)), (0.693, 1.0)
+    sp = lambda z: math.log1p(math.exp(z))  # noqa: E731
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    mse = sum((sp(z) - t) ** 2 for twin in zs for z, t in zip(twin, y)) / 2
+    assert algo._cost_min_slope == 0.1  # noqa: SLF001
+    for min_slope in (1.0, 0.3, 0.0):
+        ac = algo._actor_critic  # noqa: SLF001
+        ac.cost_critic = NonNegativeCritic(LinearTwin([[1.0, 2.0], [0.5, -1.0]], [0.0, 0.1]))
+        ac.cost_critic_optimizer = torch.optim.SGD(ac.cost_critic.parameters(), lr=0.1)
+        algo._cost_min_slope = min_slope  # noqa: SLF001
+        algo._update_cost_critic(obs, act, cost, done, next_obs)  # noqa: SLF001
+        assert algo._logger._data['Loss/Loss_cost_critic'][-1] == pytest.approx(mse, rel=1e-5)  # noqa: SLF001
+        slope = lambda z: max(sig(z), min_slope)  # noqa: E731
+        grad = [sum((sp(z) - t) * slope(z) for z, t in zip(twin, y)) for twin in zs]
+        # matching: [(1.241154 - 0.693) + (1.313262 - 1), (0.770957 - 0.693) + (0.220417 - 1)]
+        # = [0.861416, -0.701626]
+        expected = T([0.0 - 0.1 * grad[0], 0.1 - 0.1 * grad[1]])
+        assert torch.allclose(ac.cost_critic.critic.bias, expected, atol=1e-6)
+        if min_slope == 1.0:
+            assert grad == pytest.approx([0.861416, -0.701626], abs=1e-5)
+
+
 def test_floor_logit_from_the_config(tmp_path: Path) -> None:
     """Off by default; ``cost_critic_floor 0.1`` with ``d 0.1``: the logit whose softplus is 0.01
     (-4.6002); a linear head has none."""

@@ -270,8 +270,9 @@ def test_bad_checkpoints_are_refused_by_name_and_change_nothing(tmp_path: Path) 
 
 
 def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A run whose config.json and checkpoint predate ``alam_cfgs.cost_critic_floor`` resumes
-    with the key's old-behaviour value (0: off), says so, and trains on."""
+    """A run whose config.json and checkpoint predate ``alam_cfgs.cost_critic_floor`` and
+    ``cost_critic_min_slope`` resumes with the keys' old-behaviour values (0: off; 0: the MSE), says so,
+    and trains on."""
     import json
 
     from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
@@ -280,14 +281,18 @@ def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, c
     run = _run_dir(tmp_path)
     config = json.loads((run / 'config.json').read_text())
     assert config['alam_cfgs'].pop('cost_critic_floor') == 0.0
+    assert config['alam_cfgs'].pop('cost_critic_min_slope') == 0.1
     (run / 'config.json').write_text(json.dumps(config))
     (newest,) = list_states(run)
     state = load_state_file(newest)
     del state['config']['alam_cfgs']['cost_critic_floor']
+    del state['config']['alam_cfgs']['cost_critic_min_slope']
     torch.save(state, newest)
     algo = build_resumed(run, total_steps=3 * EPOCH)
-    assert 'cost_critic_floor=0.0' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'cost_critic_floor=0.0' in err and 'cost_critic_min_slope=0.0' in err
     assert algo._cost_logit_floor == float('-inf')  # noqa: SLF001
+    assert algo._cost_min_slope == 0.0  # noqa: SLF001
     algo.learn()
     assert len(pd.read_csv(run / 'progress.csv')) == 3
 

@@ -92,6 +92,7 @@ class StatewiseSAC(StatewiseOffPolicy):
             self._actor_critic.cost_tau = alam.cost_polyak
         if alam.cost_critic_output == 'softplus':
             self._cost_logit_floor = F.logit_floor(alam.cost_critic_floor * alam.d)
+            self._cost_min_slope = float(alam.cost_critic_min_slope)
 
     def _init(self) -> None:
         super()._init()

@@ -163,6 +163,8 @@ class StatewiseOffPolicy(SAC):
 
     #: logit below which a softplus cost head is pulled back (``alam_cfgs.cost_critic_floor``)
     _cost_logit_floor: float = -math.inf
+    #: least gradient weight of a softplus cost head's samples (``alam_cfgs.cost_critic_min_slope``)
+    _cost_min_slope: float = 0.0
 
     def _twin_loss(
         self,
@@ -172,12 +174,17 @@ class StatewiseOffPolicy(SAC):
         action: torch.Tensor,
         target: torch.Tensor,
         logit_floor: float = -math.inf,
+        min_slope: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """MSE of twin critics toward ``target`` summed over the twins (plus OmniSafe's optional
         weight norm, ``use_critic_norm``, and for a softplus head with a finite ``logit_floor``
         :func:`~omnisafe_alam.core.functional.logit_floor_penalty`), and the first twin's values.
+        With ``min_slope > 0`` a softplus head takes the gradient of
+        :func:`~omnisafe_alam.core.functional.bounded_slope_loss` instead of the MSE's; the loss
+        returned for the log is still the MSE's value (plus the floor's).
         Stops at a non-finite loss, naming it."""
-        if isinstance(critic, NonNegativeCritic) and logit_floor > -math.inf:
+        softplus_head = isinstance(critic, NonNegativeCritic)
+        if softplus_head and (logit_floor > -math.inf or min_slope > 0.0):
             pre = critic.pre_activations(obs, action)
             q1, q2 = (nn.functional.softplus(z) for z in pre)
             floor_loss = F.logit_floor_penalty(torch.stack(pre), logit_floor)
@@ -185,6 +192,9 @@ class StatewiseOffPolicy(SAC):
             q1, q2 = critic(obs, action)
             floor_loss = None
         loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
+        if softplus_head and min_slope > 0.0:
+            surrogate = F.bounded_slope_loss(torch.stack(pre), target, min_slope)
+            loss = loss.detach() + (surrogate - surrogate.detach())
         if floor_loss is not None:
             loss = loss + floor_loss
         if self._cfgs.algo_cfgs.use_critic_norm:
@@ -222,7 +232,7 @@ class StatewiseOffPolicy(SAC):
         ``_update_reward_critic`` before it) is what the test of the fast path compares with.
         """
         name, critic, optimizer, target = self._cost_critic_target(cost, done, next_obs)
-        loss, q1 = self._twin_loss(name, critic, obs, action, target, self._cost_logit_floor)
+        loss, q1 = self._twin_loss(name, critic, obs, action, target, self._cost_logit_floor, self._cost_min_slope)
         optimizer.zero_grad()
         loss.backward()
         if self._cfgs.algo_cfgs.max_grad_norm:
@@ -251,7 +261,9 @@ class StatewiseOffPolicy(SAC):
         reward_critic = self._actor_critic.reward_critic
         reward_optimizer = self._actor_critic.reward_critic_optimizer
         reward_loss, reward_q1 = self._twin_loss('reward critic loss', reward_critic, obs, action, reward_target)
-        cost_loss, cost_q1 = self._twin_loss(name, cost_critic, obs, action, cost_target, self._cost_logit_floor)
+        cost_loss, cost_q1 = self._twin_loss(
+            name, cost_critic, obs, action, cost_target, self._cost_logit_floor, self._cost_min_slope,
+        )
         reward_optimizer.zero_grad()
         cost_optimizer.zero_grad()
         (reward_loss + cost_loss).backward()

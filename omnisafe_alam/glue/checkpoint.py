@@ -68,7 +68,10 @@ RESUMABLE_CHANGES = ('train_cfgs.total_steps', 'train_cfgs.epochs', 'train_cfgs.
 
 #: keys added to a key group after runs were made, with the value that trains as those runs did:
 #: a run whose config.json predates a key resumes with that value (and says so)
-ADDED_KEYS: dict[tuple[str, str], Any] = {('alam_cfgs', 'cost_critic_floor'): 0.0}
+ADDED_KEYS: dict[tuple[str, str], Any] = {
+    ('alam_cfgs', 'cost_critic_floor'): 0.0,
+    ('alam_cfgs', 'cost_critic_min_slope'): 0.0,
+}
 
 
 def fill_added_keys(config: dict[str, Any]) -> list[str]:

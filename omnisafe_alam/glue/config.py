@@ -127,6 +127,11 @@ ALAM_KEYS: dict[str, _Key] = {
         lambda v: 0.0 <= v < 1.0,
         'must be in [0, 1) (a fraction of d: F_hat never goes below it; 0 turns it off)',
     ),
+    'cost_critic_min_slope': _Key(
+        _to_float,
+        lambda v: 0.0 <= v <= 1.0,
+        'must be in [0, 1] (0: the MSE, 1: the matching loss of the softplus head)',
+    ),
     'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
     'penalty_scale': _Key(_to_choice('reward_rms', 'none'), lambda v: True, ''),
