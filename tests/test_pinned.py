@@ -97,7 +97,7 @@ def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: AN
 
 def test_cost_critic_bounded_slope_step_by_hand(algo) -> None:  # noqa: ANN001
     """The same step with a softplus head, no floor, and ``cost_critic_min_slope`` 1 (the matching
-    loss), 0.3 and 0 (the MSE); the default is 0.1. The logged loss is the MSE each time; the
+    loss), 0.3 and 0 (the MSE, the default). The logged loss is the MSE each time; the
     matching step moves each twin's bias by lr x the sum of its errors (2/B = 1), the MSE step by
     the errors times the head's slope sigmoid(z), 0.3 by max(sigmoid(z), 0.3): the MSE's step but
     for q2's second sample, whose slope sigmoid(-1.4) = 0.198 is raised to 0.3."""
@@ -112,7 +112,7 @@ def test_cost_critic_bounded_slope_step_by_hand(algo) -> None:  # noqa: ANN001
     sp = lambda z: math.log1p(math.exp(z))  # noqa: E731
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
     mse = sum((sp(z) - t) ** 2 for twin in zs for z, t in zip(twin, y)) / 2
-    assert algo._cost_min_slope == 0.1  # noqa: SLF001
+    assert algo._cost_min_slope == 0.0  # noqa: SLF001
     for min_slope in (1.0, 0.3, 0.0):
         ac = algo._actor_critic  # noqa: SLF001
         ac.cost_critic = NonNegativeCritic(LinearTwin([[1.0, 2.0], [0.5, -1.0]], [0.0, 0.1]))
