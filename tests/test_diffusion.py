@@ -84,3 +84,50 @@ def test_algd_cost_target_by_hand() -> None:
     assert D.algd_cost_target(25.0, 0.99, 1) == pytest.approx(25.0)
     with pytest.raises(ValueError, match='episode_length'):
         D.algd_cost_target(25.0, 0.99, 0)
+
+
+def _actor(steps: int = 5):  # noqa: ANN202
+    from gymnasium import spaces
+
+    from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+    torch.manual_seed(0)
+    return DiffusionActor(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), [32, 32], steps=steps)
+
+
+def test_diffusion_actor_chain_by_hand() -> None:
+    """With the score head's weights at 0 and its bias at b, every step adds delta_k * b, and the
+    increments telescope to sigma_max^2 = 1: the deterministic action is tanh(b) exactly
+    (b = [0.5, -2]: [0.462117, -0.964028]). With b = 0 the stochastic latent is sigma_max z_K plus
+    the noise of steps 4..1: variance 1 + (1 - 1e-4) = 1.9999."""
+    actor = _actor()
+    with torch.no_grad():
+        actor.score_head.weight.zero_()
+        actor.score_head.bias.copy_(T([0.5, -2.0]))
+    obs = torch.randn(7, 3)
+    assert torch.allclose(actor.predict(obs, deterministic=True), torch.tanh(T([0.5, -2.0])).expand(7, 2), atol=1e-6)
+    assert torch.allclose(actor.predict(obs[0], deterministic=True), T([0.462117, -0.964028]), atol=1e-6)
+    with torch.no_grad():
+        actor.score_head.bias.zero_()
+        latent = torch.atanh(actor.predict(torch.randn(40000, 3)).clamp(-1 + 1e-7, 1 - 1e-7))
+    assert float(latent.var()) == pytest.approx(1.9999, rel=0.03)
+    assert float(latent.mean().abs()) < 0.02
+
+
+def test_diffusion_actor_samples_trains_and_refuses_densities() -> None:
+    actor = _actor()
+    obs = torch.randn(64, 3)
+    act = actor.predict(obs).detach()
+    assert act.shape == (64, 2) and float(act.abs().max()) <= 1.0
+    assert torch.equal(actor.predict(obs, deterministic=True), actor.predict(obs, deterministic=True))
+    assert not torch.equal(actor.predict(obs), actor.predict(obs))
+    # a loss on the action reaches the score network through the whole chain
+    a0, a_tau, tau = actor.sample(obs, record_step=True)
+    a0.sum().backward()
+    assert float(actor.score_head.weight.grad.abs().sum()) > 0
+    # the recorded action after step 0 is the action itself
+    assert torch.allclose(a_tau[tau == 0], a0.detach()[tau == 0])
+    assert set(tau.tolist()) <= set(range(5))
+    for call in (lambda: actor.log_prob(act), lambda: actor(obs)):
+        with pytest.raises(NotImplementedError, match='no closed-form'):
+            call()
