@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from omnisafe_alam.core import functional as F
+
 __all__ = [
     'algd_cost_target',
     'augmented_energy',
@@ -103,12 +105,15 @@ def augmented_energy(
         L_A(s, a) = -\min(Q_1, Q_2) + \frac{1}{2\rho}\Big([\lambda + \rho(\bar Q^c - h)]_+^2 - \lambda^2\Big)
 
     Its gradient in ``a`` is :math:`-\nabla_a \min Q + [\lambda + \rho(\bar Q^c - h)]_+ \nabla_a \bar Q^c`.
+    The penalty is SAC-ALaM's Eq. 16 term with ``g = Q_c_bar - h`` and no slope cap
+    (:func:`omnisafe_alam.core.functional.augmented_penalty`, ``lambda m + rho m^2 / 2`` with
+    ``m = max(-lambda / rho, g)``, the same function): the two papers share the augmented penalty
+    and differ in what ``g`` is and how the policy follows it.
     """
     if rho <= 0:
         raise ValueError(f'rho must be > 0, got {rho}')
     lam = torch.as_tensor(lam, dtype=q1.dtype)
-    arg = lam + rho * (q_c_risk - h)
-    return -torch.min(q1, q2) + (torch.clamp(arg, min=0.0) ** 2 - lam**2) / (2.0 * rho)
+    return -torch.min(q1, q2) + F.augmented_penalty(lam, q_c_risk - h, rho)
 
 
 def mc_score_target(energy: torch.Tensor, grad_a: torch.Tensor, beta: float) -> torch.Tensor:
