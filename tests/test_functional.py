@@ -453,6 +453,15 @@ def test_reward_rms_by_hand() -> None:
         F.reward_rms_ema(0.0, 1.0, 0.0)
 
 
+def test_normalized_reward_by_hand() -> None:
+    # rewards (1, -2, 4), RMS s = 2, gamma 0.9: (1 - 0.9) r / 2 = (0.05, -0.1, 0.2); x100 with s = 200: the same
+    reward = torch.tensor([1.0, -2.0, 4.0])
+    assert F.normalized_reward(reward, 2.0, 0.9).tolist() == pytest.approx([0.05, -0.1, 0.2])
+    assert torch.allclose(F.normalized_reward(100.0 * reward, 200.0, 0.9), F.normalized_reward(reward, 2.0, 0.9))
+    with pytest.raises(ValueError, match='rms'):
+        F.normalized_reward(reward, 0.0, 0.9)
+
+
 def test_budget_dual_rates_by_hand() -> None:
     paper = dict(m_lambda=200, multiplier_lr=1e-5, reference_steps=4_000_000, m_lambda_min=20, multiplier_lr_max=1e-3)
     # T = T0 and beyond: the paper's values

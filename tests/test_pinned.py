@@ -170,8 +170,13 @@ class _FixedActor(nn.Module):
         return self.log_probs
 
 
-def test_assembled_policy_loss_by_hand(algo) -> None:  # noqa: ANN001
-    """``_loss_pi`` = SAC's term + the augmented penalty at sg(lambda(x)) on the K-sample g."""
+@pytest.mark.parametrize('penalty_scale', ['reward_rms', 'normalize'])
+def test_assembled_policy_loss_by_hand(algo, penalty_scale: str) -> None:  # noqa: ANN001
+    """``_loss_pi`` = SAC's term + the augmented penalty at sg(lambda(x)) on the K-sample g.
+    Before any critic step the reward's RMS s is 1; under ``normalize`` the critics' values are
+    in units of s / (1 - gamma), so the policy loss reads Q / (1 - gamma) = 100 Q."""
+    algo._cfgs.alam_cfgs.penalty_scale = penalty_scale  # noqa: SLF001
+    unit = 100.0 if penalty_scale == 'normalize' else 1.0
     ac = algo._actor_critic  # noqa: SLF001
     ac.actor = _FixedActor([0.5, -1.0], [-1.0, -2.0])
     ac.reward_critic = LinearTwin([[1.0, 1.0], [2.0, 0.0]], [0.0, 1.0])
@@ -184,17 +189,18 @@ def test_assembled_policy_loss_by_hand(algo) -> None:  # noqa: ANN001
     # SAC term per state: alpha log pi - min(q1, q2), alpha = 0.5
     #   x = 0.5, a = 0.5: q1 = x + a = 1.0, q2 = 2x + 1 = 2.0 -> -0.5 - 1.0 = -1.5
     #   x = -1, a = -1:   q1 = -2, q2 = -1                  -> -1.0 + 2.0 = 1.0    mean -0.25
+    #   (entropy part -0.75, Q part +0.5, the latter times `unit`)
     # g (a = 0): max(q1, q2) - d: x = 0.5: max(0.5, 0.35) - 0.1 = 0.4; x = -1: max(-1, -0.4) - 0.1 = -0.5
     # augmented penalty lam m + rho/2 m^2, m = max(-lam/rho, g):
     #   lam 1: m = max(-0.5, 0.4) = 0.4 -> 0.4 + 0.16 = 0.56
     #   lam 0: m = max(0, -0.5) = 0     -> 0                            mean 0.28
     loss = algo._loss_pi(obs)  # noqa: SLF001
-    assert loss.item() == pytest.approx(-0.25 + 0.28, abs=1e-6)
+    assert loss.item() == pytest.approx(-0.75 + 0.5 * unit + 0.28, abs=1e-5)
     # gradient to the actor's scale s flows only through the SAC term's Q (a = s * action):
     # d/ds of -(1/2)(q_min(0.5 s) at x=0.5 + q_min(-s) at x=-1): q1 = x + a is the min in both,
     # so d/ds = -(1/2)(0.5 + (-1)) = 0.25
     loss.backward()
-    assert ac.actor.s.grad.item() == pytest.approx(0.25, abs=1e-6)
+    assert ac.actor.s.grad.item() == pytest.approx(0.25 * unit, abs=1e-5)
 
 
 def test_cost_critic_polyak_step_by_hand(algo) -> None:  # noqa: ANN001

@@ -42,12 +42,15 @@ def _cfgs(log_dir: Path, algo: str, epochs: int, **checkpoint: Any) -> dict[str,
     return cfgs
 
 
-def _agent(algo: str, env_id: str, log_dir: Path, epochs: int = 3, **checkpoint: Any) -> Any:
+def _agent(algo: str, env_id: str, log_dir: Path, epochs: int = 3, layer_norm: bool | None = None, **checkpoint: Any) -> Any:
     import omnisafe
 
     import omnisafe_alam  # noqa: F401
 
-    return omnisafe.Agent(algo, env_id, custom_cfgs=_cfgs(log_dir, algo, epochs, **checkpoint))
+    cfgs = _cfgs(log_dir, algo, epochs, **checkpoint)
+    if layer_norm is not None:
+        cfgs['alam_cfgs']['reward_critic_layer_norm'] = layer_norm
+    return omnisafe.Agent(algo, env_id, custom_cfgs=cfgs)
 
 
 def _run_dir(log_dir: Path) -> Path:
@@ -239,7 +242,8 @@ def test_bad_checkpoints_are_refused_by_name_and_change_nothing(tmp_path: Path) 
 
     with pytest.raises(CheckpointError, match='not a run directory'):
         resume(tmp_path)
-    _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1).learn()
+    # trained as the runs before the key were: without the LayerNorm
+    _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1, layer_norm=False).learn()
     run = _run_dir(tmp_path)
     (newest,) = list_states(run)
     progress = (run / 'progress.csv').read_text()
@@ -270,29 +274,35 @@ def test_bad_checkpoints_are_refused_by_name_and_change_nothing(tmp_path: Path) 
 
 
 def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A run whose config.json and checkpoint predate ``alam_cfgs.cost_critic_floor`` and
-    ``cost_critic_min_slope`` resumes with the keys' old-behaviour values (0: off; 0: the MSE), says so,
-    and trains on."""
+    """A run whose config.json and checkpoint predate ``alam_cfgs.cost_critic_floor``,
+    ``cost_critic_min_slope`` and ``reward_critic_layer_norm`` resumes with the keys' old-behaviour
+    values (0: off; 0: the MSE; False: no LayerNorm, whose checkpoint holds none), says so, and
+    trains on."""
     import json
 
     from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
 
-    _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1).learn()
+    # trained as the runs before the key were: without the LayerNorm
+    _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1, layer_norm=False).learn()
     run = _run_dir(tmp_path)
     config = json.loads((run / 'config.json').read_text())
     assert config['alam_cfgs'].pop('cost_critic_floor') == 0.0
     assert config['alam_cfgs'].pop('cost_critic_min_slope') == 0.0
+    assert config['alam_cfgs'].pop('reward_critic_layer_norm') is False
     (run / 'config.json').write_text(json.dumps(config))
     (newest,) = list_states(run)
     state = load_state_file(newest)
     del state['config']['alam_cfgs']['cost_critic_floor']
     del state['config']['alam_cfgs']['cost_critic_min_slope']
+    del state['config']['alam_cfgs']['reward_critic_layer_norm']
     torch.save(state, newest)
     algo = build_resumed(run, total_steps=3 * EPOCH)
     err = capsys.readouterr().err
     assert 'cost_critic_floor=0.0' in err and 'cost_critic_min_slope=0.0' in err
+    assert 'reward_critic_layer_norm=False' in err
     assert algo._cost_logit_floor == float('-inf')  # noqa: SLF001
     assert algo._cost_min_slope == 0.0  # noqa: SLF001
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in algo._actor_critic.reward_critic.modules())  # noqa: SLF001
     algo.learn()
     assert len(pd.read_csv(run / 'progress.csv')) == 3
 

@@ -34,6 +34,7 @@ __all__ = [
     'logit_floor_penalty',
     'multiplier_ascent_loss',
     'multiplier_regression_loss',
+    'normalized_reward',
     'optimal_slack',
     'penalty_step',
     'rank_correlation',
@@ -597,6 +598,36 @@ def reward_rms_ema(ema: float, batch_mean_square: float, rate: float) -> float:
     if not 0.0 < rate <= 1.0:
         raise ValueError(f'rate must be in (0, 1], got {rate}')
     return (1.0 - rate) * ema + rate * batch_mean_square
+
+
+def normalized_reward(reward: torch.Tensor, rms: float, gamma: float) -> torch.Tensor:
+    r"""The reward in units of :math:`s_t / (1 - \gamma)`, what the reward critics learn under
+    ``alam_cfgs.penalty_scale: normalize``.
+
+    .. math::
+
+        \tilde r = (1 - \gamma)\, r / s_t
+
+    Not in the paper. :math:`s_t / (1 - \gamma)` is the value of a reward of the task's RMS
+    received forever, so the critics' values are of order 1 whatever the task's reward. With
+    :math:`s_t` from :func:`reward_rms`, a task whose rewards are all :math:`k` times larger gives
+    the critics the same targets (:math:`s_t` is :math:`k` times larger too), so the soft Q values,
+    the temperature, the multiplier, its cap and rates, and every gradient norm the clips see are
+    those of the unscaled task: the whole algorithm is invariant to the reward's scale, not only
+    the penalty's weight (``reward_rms``). The soft target is SAC's on :math:`\tilde r` with the
+    temperature :math:`(1 - \gamma)\alpha`; the policy loss reads :math:`\tilde Q / (1 - \gamma)`,
+    so it is the ``reward_rms`` loss divided by :math:`s_t`.
+
+    Args:
+        reward: rewards of a replay batch, any shape.
+        rms: :math:`s_t > 0`.
+        gamma: the discount :math:`\gamma \in [0, 1)`.
+    """
+    if not rms > 0.0:
+        raise ValueError(f'rms must be > 0, got {rms}')
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f'gamma must be in [0, 1), got {gamma}')
+    return reward * ((1.0 - gamma) / rms)
 
 
 def reward_rms(ema: float, steps: int, rate: float, floor: float = 1e-6) -> float:

@@ -87,6 +87,7 @@ class StatewiseSAC(StatewiseOffPolicy):
             epochs=self._epochs,
             multiplier=multiplier,
             cost_output=alam.cost_critic_output,
+            reward_layer_norm=alam.reward_critic_layer_norm,
         ).to(self._device)
         if alam.cost_polyak > 0:
             self._actor_critic.cost_tau = alam.cost_polyak
@@ -162,8 +163,11 @@ class StatewiseSAC(StatewiseOffPolicy):
         +------------------------+---------------------------------------------------------+
         | Loss/Loss_multiplier   | multiplier loss of the last dual step                   |
         +------------------------+---------------------------------------------------------+
-        | Metrics/PenaltyScale   | weight of the penalty in the policy loss (the reward's  |
-        |                        | RMS with ``penalty_scale: reward_rms``, else 1)         |
+        | Metrics/PenaltyScale   | the reward unit s: the replay batches' reward RMS (1    |
+        |                        | with ``penalty_scale: none``); the penalty's weight     |
+        |                        | under ``reward_rms``, the reward critics' unit (of      |
+        |                        | Value/reward_critic) under ``normalize``; the           |
+        |                        | multiplier is in units of s under both                  |
         +------------------------+---------------------------------------------------------+
         | Actor/GradNormQ,       | at the last dual cycle, the norm of the actor-parameter |
         | GradNormEntropy,       | gradient of each term of the policy loss alone: -Q,     |
@@ -289,7 +293,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         log_prob = self._actor_critic.actor.log_prob(action)
         q1, q2 = self._actor_critic.reward_critic(obs, action)
         entropy_term = (self._temperature * log_prob).mean()
-        q_term = -torch.min(q1, q2).mean()
+        q_term = -torch.min(q1, q2).mean() * self._value_unit
 
         g = self._residual(obs)
         with torch.no_grad():
@@ -337,22 +341,59 @@ class StatewiseSAC(StatewiseOffPolicy):
         return float(alam.multiplier_max) if alam.penalty_slope == 'capped' else math.inf
 
     @property
-    def _penalty_scale(self) -> float:
-        """Weight of the constraint penalty in the policy loss (``alam_cfgs.penalty_scale``)."""
+    def _reward_rms(self) -> float:
+        """The replay batches' reward RMS :math:`s_t` (:func:`~omnisafe_alam.core.functional.reward_rms`;
+        1 with ``penalty_scale: none``)."""
         alam = self._cfgs.alam_cfgs
         if alam.penalty_scale == 'none':
             return 1.0
         return F.reward_rms(self._reward_ms, self._reward_ms_steps, alam.penalty_scale_rate)
 
     @property
+    def _normalized_reward(self) -> bool:
+        """Whether the reward critics learn ``r / s_t`` (``alam_cfgs.penalty_scale: normalize``)."""
+        return self._cfgs.alam_cfgs.penalty_scale == 'normalize'
+
+    @property
+    def _penalty_scale(self) -> float:
+        """Weight of the constraint penalty in the policy loss (``alam_cfgs.penalty_scale``):
+        ``s_t`` under ``reward_rms`` (the critics in the task's units), 1 under ``normalize``
+        (the critics already in units of ``s_t``) and ``none`` (the paper)."""
+        if self._cfgs.alam_cfgs.penalty_scale == 'reward_rms':
+            return self._reward_rms
+        return 1.0
+
+    @property
     def _temperature(self) -> float:
         """SAC's alpha; an auto-tuned one times the penalty weight under ``penalty_scale:
         reward_rms``, so that the tuned temperature, like the multiplier, meets a reward of unit
-        RMS (OmniSafe starts it at 1 whatever the reward's scale). A fixed alpha is used as written
-        (raw reward units, as OmniSafe's SAC, SACLag and SACPID use it)."""
+        RMS (OmniSafe starts it at 1 whatever the reward's scale); under ``normalize`` the critics
+        meet that reward themselves and alpha is used as it is. A fixed alpha is used as written
+        (raw reward units, as OmniSafe's SAC, SACLag and SACPID use it, except under
+        ``normalize``, where it is in units of the normalised reward)."""
         if self._cfgs.algo_cfgs.auto_alpha and self._cfgs.alam_cfgs.penalty_scale == 'reward_rms':
             return self._alpha * self._penalty_scale
         return self._alpha
+
+    @property
+    def _value_unit(self) -> float:
+        """The reward critics' unit in units of ``s_t`` (the policy loss's): ``1 / (1 - gamma)``
+        under ``penalty_scale: normalize`` (:func:`~omnisafe_alam.core.functional.normalized_reward`), else 1."""
+        return 1.0 / (1.0 - self._cfgs.algo_cfgs.gamma) if self._normalized_reward else 1.0
+
+    def _reward_critic_target(self, reward: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """SAC's soft target; under ``penalty_scale: normalize`` on ``(1 - gamma) r / s_t`` with the
+        temperature ``(1 - gamma) alpha`` (:func:`~omnisafe_alam.core.functional.normalized_reward`)."""
+        if not self._normalized_reward:
+            return super()._reward_critic_target(reward, done, next_obs)
+        gamma = self._cfgs.algo_cfgs.gamma
+        with torch.no_grad():
+            actor = self._actor_critic.actor
+            next_action = actor.predict(next_obs, deterministic=False)
+            next_logp = actor.log_prob(next_action)
+            next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
+            next_q = torch.min(next_q1, next_q2) - next_logp * (self._temperature / self._value_unit)
+            return F.normalized_reward(reward, self._reward_rms, gamma) + gamma * (1 - done) * next_q
 
     def _measure_actor_gradients(self, *terms: torch.Tensor) -> None:
         """Store the norm of each policy-loss term's own gradient in the actor's parameters
@@ -373,13 +414,14 @@ class StatewiseSAC(StatewiseOffPolicy):
         done: torch.Tensor,
         next_obs: torch.Tensor,
     ) -> None:
-        """The critics' step, then the reward's moving mean square (``alam_cfgs.penalty_scale``)."""
-        super()._update_critics(obs, action, reward, cost, done, next_obs)
+        """The reward's moving mean square (``alam_cfgs.penalty_scale``), then the critics' step
+        (which under ``normalize`` reads it: the first batch is normalised by its own RMS)."""
         alam = self._cfgs.alam_cfgs
-        if alam.penalty_scale == 'reward_rms':
+        if alam.penalty_scale != 'none':
             batch_ms = reward.pow(2).mean().item()
             self._reward_ms = F.reward_rms_ema(self._reward_ms, batch_ms, alam.penalty_scale_rate)
             self._reward_ms_steps += 1
+        super()._update_critics(obs, action, reward, cost, done, next_obs)
 
     def _dual_cycle(self, obs: torch.Tensor) -> None:
         """Multiplier update, then the penalty schedule (Algorithm 1, lines 12-19).
@@ -396,7 +438,7 @@ class StatewiseSAC(StatewiseOffPolicy):
             quantiles = torch.quantile(lam, torch.tensor(_QUANTILES, dtype=lam.dtype, device=lam.device))
         self._dual_stats['Metrics/Violation'] = v
         self._dual_stats['Metrics/FeasibleFrac'] = (g <= 0).float().mean().item()
-        self._dual_stats['Metrics/PenaltyScale'] = self._penalty_scale
+        self._dual_stats['Metrics/PenaltyScale'] = self._reward_rms
         for name, value in zip(_QUANTILE_NAMES, quantiles.tolist()):
             self._dual_stats[f'Metrics/Multiplier{name}'] = value
         self._warn_if_infeasible(g)
@@ -425,7 +467,7 @@ class StatewiseSAC(StatewiseOffPolicy):
                 f"{lam['Metrics/MultiplierQ90']:.3g} (cap {alam.multiplier_max}), rho {self._rho:.3g}, "
                 f'penalty weight {self._penalty_scale:.3g}. The policy is violating the state-wise '
                 'constraint everywhere it goes; check d against the task\'s costs, or a reward so '
-                'large that the penalty cannot balance it (alam_cfgs.penalty_scale: reward_rms)',
+                'large that the penalty cannot balance it (alam_cfgs.penalty_scale: normalize)',
                 'yellow',
             )
 

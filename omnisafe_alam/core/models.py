@@ -21,6 +21,7 @@ __all__ = [
     'NonNegativeCritic',
     'PolyakPairs',
     'StatewiseActorQCritic',
+    'add_layer_norm',
     'build_cost_critic',
     'polyak_step',
 ]
@@ -172,6 +173,27 @@ def build_cost_critic(
     raise ValueError(f"cost critic output must be 'linear' or 'softplus', got {output!r}")
 
 
+def add_layer_norm(critic: nn.Module) -> None:
+    """Insert a LayerNorm after every hidden linear layer of an OmniSafe ``QCritic``, in place.
+
+    ``alam_cfgs.reward_critic_layer_norm``. The linear layers (and their initial weights) are
+    kept; the output layer gets none. A normalised last hidden layer has norm at most
+    ``sqrt(width)`` (times its gains), so the critic's output is bounded by its output layer's
+    weights wherever its input lies: a reward critic cannot extrapolate without bound into states
+    and actions its replay data barely covers (Ball et al., 2023, "Efficient Online Reinforcement
+    Learning with Offline Data", Sec. 3.2).
+    """
+    for net in critic.net_lst:  # type: ignore[attr-defined]
+        layers = list(net[0])
+        last = max(i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear))
+        new: list[nn.Module] = []
+        for i, layer in enumerate(layers):
+            new.append(layer)
+            if isinstance(layer, nn.Linear) and i < last:
+                new.append(nn.LayerNorm(layer.out_features))
+        net[0] = nn.Sequential(*new)
+
+
 def _twin_with_target(
     obs_space: OmnisafeSpace,
     act_space: OmnisafeSpace,
@@ -205,6 +227,8 @@ class StatewiseActorQCritic(ActorQCritic):
             ``cost_output`` head (``alam_cfgs.cost_critic_output``, see :func:`build_cost_critic`).
         cost_critic_optimizer: Adam at the critic learning rate.
         multiplier: :class:`MultiplierNet`, or ``None`` for scalar-multiplier variants (ASAC).
+
+    With ``reward_layer_norm`` the reward critics (and their target) get :func:`add_layer_norm`.
     """
 
     def __init__(
@@ -215,8 +239,15 @@ class StatewiseActorQCritic(ActorQCritic):
         epochs: int,
         multiplier: MultiplierNet | None,
         cost_output: str = 'linear',
+        reward_layer_norm: bool = False,
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
+        if reward_layer_norm:
+            add_layer_norm(self.reward_critic)
+            self.target_reward_critic = deepcopy(self.reward_critic)
+            for param in self.target_reward_critic.parameters():
+                param.requires_grad = False
+            self.reward_critic_optimizer = optim.Adam(self.reward_critic.parameters(), lr=model_cfgs.critic.lr)
         self.cost_critic, self.target_cost_critic, self.cost_critic_optimizer = _twin_with_target(
             obs_space, act_space, model_cfgs, cost_output,
         )

@@ -71,6 +71,7 @@ RESUMABLE_CHANGES = ('train_cfgs.total_steps', 'train_cfgs.epochs', 'train_cfgs.
 ADDED_KEYS: dict[tuple[str, str], Any] = {
     ('alam_cfgs', 'cost_critic_floor'): 0.0,
     ('alam_cfgs', 'cost_critic_min_slope'): 0.0,
+    ('alam_cfgs', 'reward_critic_layer_norm'): False,
 }
 
 
