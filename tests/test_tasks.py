@@ -156,17 +156,22 @@ def test_monte_carlo_f_by_hand() -> None:
 
 # ------------------------------------------------------------------ short training, each task
 @pytest.mark.parametrize(
-    ('env_id', 'min_return_ratio', 'min_accuracy'),
-    # measured at 6k steps, seed 0 (deterministic on a given machine), 2-core machine, shipped
-    # defaults (F_hat from the twins' mean): Braking return ratio 0.819, accuracy 0.974, AUC 0.996,
-    # policy's own F accuracy 0.974, multiplier near the boundary 3.4 against 0.001 deep inside;
-    # Detour 0.823, 0.764, 0.999, 0.983, 9.4 against 1.44; no violating start state on either
-    [(B.ENV_ID, 0.7, 0.85), (D.ENV_ID, 0.7, 0.65)],
+    ('env_id', 'steps', 'min_return_ratio', 'min_accuracy'),
+    # measured at 6k steps, seed 0 (deterministic on a given machine), 2-core machine, before the
+    # normalised reward critics: Braking return ratio 0.819, accuracy 0.974, AUC 0.996, policy's
+    # own F accuracy 0.974, multiplier near the boundary 3.4 against 0.001 deep inside; Detour
+    # 0.823, 0.764, 0.999, 0.983, 9.4 against 1.44; no violating start state on either. With the
+    # normalised reward critics with LayerNorm (penalty_scale: normalize) Braking at 6k violated
+    # from all 54 start states (the critics' random initial output, of the size of their values
+    # in that unit, still dominated the actor after 4k gradient steps); at 10k: 0.915, accuracy
+    # 0.930, AUC 0.999, own-F accuracy 0.933, multiplier 3.7 near the boundary against 0.000
+    # deep inside, no violating start (docs/known_answer.md). Detour still passes at 6k.
+    [(B.ENV_ID, 10000, 0.7, 0.85), (D.ENV_ID, 6000, 0.7, 0.65)],
 )
 def test_sacalam_short_run_learns_safe_return_and_risk(
-    tmp_path, env_id: str, min_return_ratio: float, min_accuracy: float,
+    tmp_path, env_id: str, steps: int, min_return_ratio: float, min_accuracy: float,
 ) -> None:
-    """6k steps of SACALaM with the task's YAML section: most of the optimal safe return with no
+    """6k-10k steps of SACALaM with the task's YAML section: most of the optimal safe return with no
     violating start state, F_hat <= d already close to the exact feasible set, the multiplier
     higher near the boundary than deep inside, and every run logs the calibration figures."""
     import pandas as pd
@@ -175,7 +180,7 @@ def test_sacalam_short_run_learns_safe_return_and_risk(
     from omnisafe_alam.tools.known_answer import evaluate_run
 
     args = [
-        str(BIN / 'omnisafe'), 'train', '--algo', 'SACALaM', '--env-id', env_id, '--total-steps', '6000',
+        str(BIN / 'omnisafe'), 'train', '--algo', 'SACALaM', '--env-id', env_id, '--total-steps', str(steps),
         '--torch-threads', '1', '--log-dir', str(tmp_path),
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
     ]
