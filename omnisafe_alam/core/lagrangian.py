@@ -381,19 +381,18 @@ class StatewiseSAC(StatewiseOffPolicy):
         under ``penalty_scale: normalize`` (:func:`~omnisafe_alam.core.functional.normalized_reward`), else 1."""
         return 1.0 / (1.0 - self._cfgs.algo_cfgs.gamma) if self._normalized_reward else 1.0
 
-    def _reward_critic_target(self, reward: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """SAC's soft target; under ``penalty_scale: normalize`` on ``(1 - gamma) r / s_t`` with the
-        temperature ``(1 - gamma) alpha`` (:func:`~omnisafe_alam.core.functional.normalized_reward`)."""
+    @property
+    def _target_temperature(self) -> float:
+        """Under ``penalty_scale: normalize`` the soft target's temperature is ``(1 - gamma) alpha``
+        (the critics' unit is ``s / (1 - gamma)``)."""
+        return self._temperature / self._value_unit
+
+    def _critic_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        """Under ``penalty_scale: normalize``, ``(1 - gamma) r / s_t``
+        (:func:`~omnisafe_alam.core.functional.normalized_reward`)."""
         if not self._normalized_reward:
-            return super()._reward_critic_target(reward, done, next_obs)
-        gamma = self._cfgs.algo_cfgs.gamma
-        with torch.no_grad():
-            actor = self._actor_critic.actor
-            next_action = actor.predict(next_obs, deterministic=False)
-            next_logp = actor.log_prob(next_action)
-            next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
-            next_q = torch.min(next_q1, next_q2) - next_logp * (self._temperature / self._value_unit)
-            return F.normalized_reward(reward, self._reward_rms, gamma) + gamma * (1 - done) * next_q
+            return reward
+        return F.normalized_reward(reward, self._reward_rms, self._cfgs.algo_cfgs.gamma)
 
     def _measure_actor_gradients(self, *terms: torch.Tensor) -> None:
         """Store the norm of each policy-loss term's own gradient in the actor's parameters

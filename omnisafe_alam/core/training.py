@@ -208,15 +208,25 @@ class StatewiseOffPolicy(SAC):
         """The temperature of the soft target and the policy loss: SAC's alpha here."""
         return self._alpha
 
+    @property
+    def _target_temperature(self) -> float:
+        """The temperature in the soft target, in the reward critics' units: :attr:`_temperature`."""
+        return self._temperature
+
+    def _critic_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        """The reward in the reward critics' units (as it is, here)."""
+        return reward
+
     def _reward_critic_target(self, reward: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """SAC's soft target (OmniSafe's ``SAC._update_reward_critic``, the same operations)."""
+        """SAC's soft target (OmniSafe's ``SAC._update_reward_critic``, the same operations), on
+        :meth:`_critic_reward` with :attr:`_target_temperature`."""
         with torch.no_grad():
             actor = self._actor_critic.actor
             next_action = actor.predict(next_obs, deterministic=False)
             next_logp = actor.log_prob(next_action)
             next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
-            next_q = torch.min(next_q1, next_q2) - next_logp * self._temperature
-            return reward + self._cfgs.algo_cfgs.gamma * (1 - done) * next_q
+            next_q = torch.min(next_q1, next_q2) - next_logp * self._target_temperature
+            return self._critic_reward(reward) + self._cfgs.algo_cfgs.gamma * (1 - done) * next_q
 
     def _update_cost_critic(
         self,
