@@ -163,7 +163,7 @@ def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> 
     """The expanded config of every SAC-based run of a task (OmniSafe's defaults, its task
     section, the plugin's mirror of it and the grid's keys) has the same SAC backbone."""
     from conftest import REPO
-    from omnisafe_alam.tools.grid import BACKBONE_KEYS, backbone, backbone_mismatches, run_cfgs
+    from omnisafe_alam.tools.grid import BACKBONE_KEYS, REWARD_CRITIC_KEYS, backbone, backbone_mismatches, run_cfgs
 
     runs = expand_grid(load_grid(REPO / 'examples' / name))
     assert backbone_mismatches(runs) == []
@@ -171,7 +171,7 @@ def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> 
     for env_id in {r.env_id for r in sac}:
         seen = {r.algo: backbone(run_cfgs(r)) for r in sac if r.env_id == env_id}
         assert len({json.dumps(b, sort_keys=True) for b in seen.values()}) == 1, seen
-        assert set(next(iter(seen.values()))) >= set(BACKBONE_KEYS) - {'algo_cfgs:alpha'}
+        assert set(next(iter(seen.values()))) >= set(BACKBONE_KEYS + REWARD_CRITIC_KEYS) - {'algo_cfgs:alpha'}
 
 
 def test_a_grid_whose_backbones_differ_is_named_and_warned_about(tmp_path: Path) -> None:
@@ -188,6 +188,9 @@ def test_a_grid_whose_backbones_differ_is_named_and_warned_about(tmp_path: Path)
     assert line.startswith('StatewiseBraking-v0: the SAC backbone differs: ')
     assert 'auto_alpha: True (SACALaM) / False (SACLag)' in line
     assert 'actor:lr: 0.001 (SACALaM) / 0.0003 (SACLag)' in line
+    # the plugin's reward critics (normalised reward, LayerNorm) against OmniSafe's plain ones
+    assert "reward_critic_layer_norm: True (SACALaM) / False (SACLag)" in line
+    assert "reward_critic_target: '(1 - gamma) r / s' (SACALaM) / 'r' (SACLag)" in line
     out = run_cli([str(BIN / 'omnisafe-alam'), 'grid', str(grid), '--log-dir', str(tmp_path / 'runs'), '--dry-run'], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert 'WARNING: StatewiseBraking-v0: the SAC backbone differs' in out.stdout

@@ -242,11 +242,21 @@ BACKBONE_KEYS = (
     'model_cfgs:critic:lr',
 )
 
+#: Reward-critic settings that are part of the backbone but live in the plugin's ``alam_cfgs``:
+#: what the reward critics regress on (the task's reward, or ``(1 - gamma) r / s`` under
+#: ``penalty_scale: normalize``) and whether they have LayerNorm. OmniSafe's SAC-based
+#: algorithms have neither key: their critics learn the task's reward without LayerNorm.
+REWARD_CRITIC_KEYS = ('derived:reward_critic_target', 'derived:reward_critic_layer_norm')
+
 
 def backbone(cfgs: Any) -> dict[str, Any]:
-    """The :data:`BACKBONE_KEYS` of a run's config (``alpha`` left out under auto-tuning)."""
+    """The :data:`BACKBONE_KEYS` and :data:`REWARD_CRITIC_KEYS` of a run's config (``alpha``
+    left out under auto-tuning)."""
     leaves = _leaves(cfgs.todict() if hasattr(cfgs, 'todict') else cfgs)
     out = {key: leaves.get(key) for key in BACKBONE_KEYS}
+    normalized = leaves.get('alam_cfgs:penalty_scale') == 'normalize'
+    out['derived:reward_critic_target'] = '(1 - gamma) r / s' if normalized else 'r'
+    out['derived:reward_critic_layer_norm'] = bool(leaves.get('alam_cfgs:reward_critic_layer_norm', False))
     if out['algo_cfgs:auto_alpha']:
         out.pop('algo_cfgs:alpha')
     return {key: list(v) if isinstance(v, tuple) else v for key, v in out.items()}
