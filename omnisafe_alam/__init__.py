@@ -1,6 +1,6 @@
 """omnisafe-alam: state-wise safe off-policy algorithms for OmniSafe.
 
-Importing this package registers ``SACALaM``, ``SACALaMGA``, ``SACLagNet``, ``ASAC`` and ``SACFPI`` with
+Importing this package registers ``SACALaM``, ``SACALaMGA``, ``SACLagNet``, ``ASAC``, ``SACFPI`` and ``ALGD`` with
 OmniSafe (idempotently), so ``omnisafe.Agent('SACALaM', env_id)`` works.
 
 Three rooms (and the known-answer tasks in ``envs``, the YAML defaults in ``configs``):
@@ -19,6 +19,7 @@ from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS, register
 
 register()
 
+from omnisafe_alam.core.algd import ALGD  # noqa: E402
 from omnisafe_alam.core.fpi import SACFPI  # noqa: E402
 from omnisafe_alam.core.lagrangian import StatewiseSAC  # noqa: E402
 from omnisafe_alam.core.variants import ASAC, SACALaM, SACALaMGA, SACLagNet  # noqa: E402

@@ -42,7 +42,9 @@ def build_algo(algo: str, log_dir: Path, fill: int = 300, env_id: str = ENV_ID, 
     cfgs = tiny_cfgs(log_dir)
     for group, values in overrides.items():
         cfgs.setdefault(group, {}).update(values)
-    if algo not in omnisafe_alam.PLUGIN_ALGORITHMS or algo == 'SACFPI':
+    from omnisafe_alam.glue.defaults import SETTINGS_GROUP
+
+    if SETTINGS_GROUP.get(algo) != 'alam_cfgs':
         cfgs.pop('alam_cfgs')
     agent = omnisafe.Agent(algo, env_id, custom_cfgs=cfgs)
     inner = agent.agent

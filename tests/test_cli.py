@@ -91,9 +91,11 @@ def test_omnisafe_eval_of_the_saved_run(sacalam_run: Path) -> None:
     assert out.stdout.count('Average episode reward') == len(checkpoints)
 
 
-@pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI'])
+@pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI', 'ALGD'])
 def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> None:
-    out = run_cli(cli_tiny_args(algo) + ['--log-dir', str(tmp_path)], cwd=tmp_path)
+    # ALGD's 10 gradient steps per environment step (the reference's) would make this run 10x longer
+    extra = ['--custom-cfgs', 'algo_cfgs:update_iters', '--custom-cfgs', '2'] if algo == 'ALGD' else []
+    out = run_cli(cli_tiny_args(algo) + extra + ['--log-dir', str(tmp_path)], cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     progress = pd.read_csv(_run_dir(tmp_path, algo) / 'progress.csv')
     assert len(progress) == 2
@@ -107,6 +109,15 @@ def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> Non
         assert {'Metrics/FeasibleFrac', 'Metrics/BarrierWeight', 'Value/G_hat'} <= set(progress.columns)
         assert 'Metrics/MultiplierMean' not in progress.columns
         assert progress['Loss/Loss_cost_critic'].iloc[-1] > 0
+    if algo == 'ALGD':
+        # a diffusion policy, one multiplier, a cost ensemble; and `omnisafe eval` reads it
+        assert {'Metrics/Lambda', 'Loss/Loss_score', 'Value/cost_risk'} <= set(progress.columns)
+        assert 'Metrics/MultiplierMean' not in progress.columns
+        assert progress['Metrics/Lambda'].iloc[-1] > 0 and progress['Loss/Loss_score'].iloc[-1] > 0
+        run = _run_dir(tmp_path, algo)
+        out = run_cli([str(BIN / 'omnisafe'), 'eval', str(run.parent), '--num-episode', '1', '--no-render'], cwd=tmp_path)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert out.stdout.count('Average episode reward') == len(list((run / 'torch_save').glob('epoch-*.pt')))
 
 
 def test_two_vector_envs_do_not_hang(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ def test_cuda_run_trains_and_its_checkpoints_continue_on_cpu(tmp_path: Path, alg
     cfgs = tiny_cfgs(tmp_path)
     cfgs['train_cfgs'].update({'device': 'cuda:0', 'total_steps': 600})
     cfgs['checkpoint_cfgs'] = {'state_freq': 1}
-    if algo == 'SACFPI':
+    from omnisafe_alam.glue.defaults import SETTINGS_GROUP
+
+    if SETTINGS_GROUP[algo] != 'alam_cfgs':
         cfgs.pop('alam_cfgs')
     agent = omnisafe.Agent(algo, 'StatewiseLimit-v0', custom_cfgs=cfgs)
     inner = agent.agent

@@ -152,11 +152,13 @@ def _deterministic(run: Path) -> dict:
     return evaluate_policy(lambda o: loaded.actor.predict(o, deterministic=True), D)
 
 
-@pytest.mark.parametrize('reward_scale', [1.0, 0.01, 1000.0])
+@pytest.mark.parametrize('reward_scale', [1.0, 1000.0])
 def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path, reward_scale: float) -> None:
     """The same optimum at every reward scale (env_cfgs.reward_scale): the penalty is weighed
     against the reward's RMS (alam_cfgs.penalty_scale), so neither a tiny nor a huge reward
-    changes what the policy and the multiplier learn."""
+    changes what the policy and the multiplier learn. (x0.01 is not trained here: under the
+    default penalty_scale a reward k times larger trains the same networks, which
+    tests/test_reward_critic.py checks to 1e-5 at x0.01 and x1000.)"""
     # measured on seeds 0, 1, 2 before the penalty scale: return ratio 0.982-0.984, max excess
     # 0.017-0.026, multiplier 1.26-1.29 on active states and <= 0.004 on slack ones
     extra = ['--custom-cfgs', 'env_cfgs:reward_scale', '--custom-cfgs', str(reward_scale)]
@@ -176,6 +178,20 @@ def test_sacalam_learns_the_optimal_safe_policy(tmp_path: Path, reward_scale: fl
     # SAC's entropy lifts the active value a little above 1
     assert 0.8 <= float(raw[active].mean()) <= 2.0, (float(raw[active].mean()), weight)
     assert float(raw[~active].mean()) <= 0.2
+
+
+def test_algd_is_safe_with_its_one_multiplier(tmp_path: Path) -> None:
+    """ALGD (its Limit section: one gradient step per environment step, h = d = 0.1) ends
+    safe from every start state, below SACALaM's return: its one scalar multiplier prices the
+    constraint alike at every state, so slack states give up return too."""
+    # measured, 8k steps: seed 0 return ratio 0.803, seed 1 0.829, no violating start, max excess
+    # -0.085 / -0.075 (every state below d); at 4k (seed 0) 0.909 with 40 of 201 starts violating
+    run = _train('ALGD', tmp_path, [])
+    result = evaluate_policy(lambda o: load_run(run).actor.predict(o, deterministic=True), D)
+    assert result['return_ratio'] >= 0.7, result
+    assert result['violations'] == 0 and result['max_excess'] <= 0.05, result
+    last = pd.read_csv(run / 'progress.csv').iloc[-1]
+    assert last['Metrics/Lambda'] > 1.0, last['Metrics/Lambda']  # the price of the active states
 
 
 def test_unconstrained_sac_violates(tmp_path: Path) -> None:

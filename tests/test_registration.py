@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BIN, run_cli
 
-PLUGIN = ['SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI']
+PLUGIN = ['SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI', 'ALGD']
 LIST_ALGOS = (
     "import json, sys, omnisafe; "
     "print(json.dumps({'all': list(omnisafe.ALGORITHMS['all']), "

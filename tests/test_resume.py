@@ -37,7 +37,7 @@ def _cfgs(log_dir: Path, algo: str, epochs: int, **checkpoint: Any) -> dict[str,
         'model_cfgs': {'actor': {'hidden_sizes': [16, 16]}, 'critic': {'hidden_sizes': [16, 16]}},
         'checkpoint_cfgs': {'state_freq': 1, 'keep_last': 10, **checkpoint},
     }
-    if algo != 'SACFPI':
+    if algo not in ('SACFPI', 'ALGD'):
         cfgs['alam_cfgs'] = {'multiplier_hidden_sizes': [16, 16], 'm_lambda': 10}
     return cfgs
 
@@ -99,7 +99,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize(
     ('algo', 'env_id'),
-    [('SACALaM', 'StatewiseLimit-v0'), ('SACFPI', 'StatewiseBraking-v0'), ('ASAC', 'StatewiseDetour-v0')],
+    [('SACALaM', 'StatewiseLimit-v0'), ('SACFPI', 'StatewiseBraking-v0'), ('ASAC', 'StatewiseDetour-v0'), ('ALGD', 'StatewiseLimit-v0')],
 )
 def test_resume_from_an_older_checkpoint_rewrites_the_same_rows(algo: str, env_id: str, reference: Any, tmp_path: Path) -> None:
     """What a SIGKILL leaves: rows past the checkpoint. Resuming from it rewrites them exactly."""

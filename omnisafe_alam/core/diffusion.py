@@ -19,7 +19,9 @@ from omnisafe_alam.core import functional as F
 __all__ = [
     'algd_cost_target',
     'augmented_energy',
+    'ensemble_cost_target',
     'ensemble_risk',
+    'multiplier_loss',
     'mc_score_target',
     've_reverse_step',
     've_schedule',
@@ -157,3 +159,38 @@ def algd_cost_target(cost_limit: float, gamma: float, episode_length: int) -> fl
     if gamma >= 1.0:
         return float(cost_limit)
     return cost_limit * (1.0 - gamma**episode_length) / (1.0 - gamma) / episode_length
+
+
+def ensemble_cost_target(
+    cost: torch.Tensor,
+    done: torch.Tensor,
+    q_c_next: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    r"""Each cost critic's own Bellman target (``update_critic``: no max or mean over members):
+
+    .. math::
+
+        y_e = c + \gamma\,(1 - \mathrm{done})\, \bar Q^c_e(s', a'), \qquad a' \sim \pi(\cdot \mid s')
+
+    Args:
+        cost, done: ``(B,)``.
+        q_c_next: the target members at ``(s', a')``, ``(E, B)``.
+
+    Returns:
+        ``(E, B)``, without gradient. (The reference sets ``done`` to 0 on Safety-Gym, whose
+        episodes only end by time limit; OmniSafe's ``done`` is 0 there too.)
+    """
+    with torch.no_grad():
+        return cost.unsqueeze(0) + gamma * (1.0 - done).unsqueeze(0) * q_c_next
+
+
+def multiplier_loss(lam: torch.Tensor, h: float, q_c_risk: torch.Tensor) -> torch.Tensor:
+    r"""ALGD's dual loss (``update_actor``): :math:`\lambda\,\mathbb E_B[h - \bar Q^c(s, a_{\mathcal B})]`
+    at the replay batch's own actions, the bracket detached.
+
+    Its gradient in :math:`\log\lambda` is :math:`\lambda\,\mathbb E[h - \bar Q^c]`: descent raises
+    :math:`\lambda` while the pessimistic cost value is above the target ``h`` (dual ascent on
+    the constraint :math:`\bar Q^c \le h`), and lowers it below.
+    """
+    return lam * (h - q_c_risk.detach()).mean()

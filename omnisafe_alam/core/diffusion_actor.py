@@ -98,6 +98,18 @@ class DiffusionActor(Actor):
         act, _, _ = self.sample(obs.unsqueeze(0) if single else obs, deterministic)
         return act[0] if single else act
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        """A checkpoint carries its own schedule: an actor built with the defaults (as
+        ``omnisafe eval`` builds every actor, from ``hidden_sizes`` alone) takes the saved number
+        of steps before the values are copied."""
+        saved = state_dict.get(prefix + 'sigmas')
+        if saved is not None and saved.shape != self.sigmas.shape:
+            self.steps = int(saved.shape[0])
+            self.sigmas = torch.empty_like(saved)
+            self.delta_sigma2 = torch.empty_like(saved)
+            self.time_embedding = nn.Embedding(self.steps, self.time_embedding.embedding_dim)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+
     def _distribution(self, obs: torch.Tensor) -> Distribution:
         raise NotImplementedError('a diffusion policy has no closed-form distribution: use predict() or sample()')
 

@@ -15,11 +15,13 @@ from omnisafe.utils.model import build_mlp_network
 from torch import nn, optim
 
 __all__ = [
+    'ALGDActorCritic',
     'DualState',
     'FeasibilityActorQCritic',
     'MultiplierNet',
     'NonNegativeCritic',
     'PolyakPairs',
+    'ScalarMultiplier',
     'StatewiseActorQCritic',
     'add_layer_norm',
     'build_cost_critic',
@@ -318,3 +320,85 @@ class FeasibilityActorQCritic(ActorQCritic):
     def checkpoint_items(self) -> dict[str, Any]:
         """Modules saved in each checkpoint besides the actor (state_dicts only)."""
         return {'feasibility_critic': self.feasibility_critic}
+
+
+class ScalarMultiplier(nn.Module):
+    r"""ALGD's one multiplier :math:`\lambda = e^{\log\lambda}` (``ALGDAgent.log_lam``), a module
+    so that checkpoints and the full training state carry it."""
+
+    def __init__(self, init_value: float) -> None:
+        super().__init__()
+        if init_value <= 0:
+            raise ValueError(f'the multiplier is exp(log lambda): its initial value must be > 0, got {init_value}')
+        self.log_lam = nn.Parameter(torch.tensor(math.log(init_value)))
+
+    def forward(self) -> torch.Tensor:
+        return self.log_lam.exp()
+
+
+class ALGDActorCritic(ActorQCritic):
+    """ALGD's networks: a :class:`~omnisafe_alam.core.diffusion_actor.DiffusionActor`, OmniSafe's
+    twin reward critics, and an ensemble of ``ensemble_size`` cost critics (OmniSafe's ``QCritic``
+    with that many members, linear heads as the reference's ``QcEnsemble``), each with a
+    Polyak target; the cost ensemble's Adam runs at ``cost_lr``.
+
+    ``model_cfgs.actor_type`` must be ``diffusion`` (OmniSafe's builder is extended by the
+    plugin's registration); the schedule comes from ``model_cfgs.diffusion``.
+    """
+
+    def __init__(
+        self,
+        obs_space: OmnisafeSpace,
+        act_space: OmnisafeSpace,
+        model_cfgs: ModelConfig,
+        epochs: int,
+        ensemble_size: int,
+        cost_lr: float,
+    ) -> None:
+        from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+        if model_cfgs.actor_type != 'diffusion':
+            raise ValueError(f"ALGD's actor is a diffusion policy: model_cfgs.actor_type must be 'diffusion', got {model_cfgs.actor_type!r}")
+        super().__init__(obs_space, act_space, model_cfgs, epochs)
+        diffusion = model_cfgs.diffusion
+        # the builder made one with the reference's schedule; this one follows the config
+        self.actor = DiffusionActor(
+            obs_space,
+            act_space,
+            model_cfgs.actor.hidden_sizes,
+            model_cfgs.actor.activation,
+            model_cfgs.weight_initialization_mode,
+            steps=int(diffusion.steps),
+            sigma_min=float(diffusion.sigma_min),
+            sigma_max=float(diffusion.sigma_max),
+            time_embed_dim=int(diffusion.time_embed_dim),
+        )
+        del self.target_actor  # SAC never reads it; a diffusion chain would only cost memory
+        self.actor_optimizer = optim.Adam(self.actor.parameters(), lr=model_cfgs.actor.lr)
+        if model_cfgs.linear_lr_decay:
+            self.actor_scheduler = optim.lr_scheduler.LinearLR(self.actor_optimizer, 1.0, 0.0, total_iters=epochs)
+        else:
+            self.actor_scheduler = optim.lr_scheduler.ConstantLR(self.actor_optimizer, 1.0, total_iters=epochs)
+        self.cost_critic = CriticBuilder(
+            obs_space=obs_space,
+            act_space=act_space,
+            hidden_sizes=model_cfgs.critic.hidden_sizes,
+            activation=model_cfgs.critic.activation,
+            weight_initialization_mode=model_cfgs.weight_initialization_mode,
+            num_critics=ensemble_size,
+            use_obs_encoder=False,
+        ).build_critic('q')
+        self.target_cost_critic = deepcopy(self.cost_critic)
+        for param in self.target_cost_critic.parameters():
+            param.requires_grad = False
+        self.cost_critic_optimizer = optim.Adam(self.cost_critic.parameters(), lr=cost_lr)
+
+    def polyak_update(self, tau: float) -> None:
+        """Polyak-average the reward critics and the cost ensemble at ``tau`` (the reference's
+        ``soft_update`` of both)."""
+        if not hasattr(self, '_polyak_pairs'):
+            self._polyak_pairs = PolyakPairs(
+                (self.reward_critic, self.target_reward_critic),
+                (self.cost_critic, self.target_cost_critic),
+            )
+        self._polyak_pairs.step(tau)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 __all__ = [
     'ALAM_KEYS',
+    'ALGD_KEYS',
+    'DIFFUSION_KEYS',
     'CHECKPOINT_KEYS',
     'FPI_KEYS',
     'AlamConfigError',
@@ -158,6 +160,34 @@ FPI_KEYS: dict[str, _Key] = {
 }
 
 
+#: Every key of ALGD's ``algd_cfgs``.
+ALGD_KEYS: dict[str, _Key] = {
+    'ensemble_size': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (cost critics in the ensemble)'),
+    'ensemble_std': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (std weight of the pessimistic cost value)'),
+    'cost_lr': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'rho': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (penalty factor of the energy)'),
+    'lambda_init': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (the multiplier is exp(log lambda))'),
+    'multiplier_lr': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'cost_target': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (h; 0: from cost_limit)'),
+    'cost_limit': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (episode cost limit)'),
+    'episode_length': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (steps)'),
+    'score_samples': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (Monte Carlo samples)'),
+    'beta': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (temperature of exp(-L_A / beta))'),
+    'score_coef': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (weight of the score loss)'),
+    'target_update_freq': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (gradient steps)'),
+    'cost_indicator': _Key(_to_bool, lambda v: True, ''),
+    'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
+}
+
+#: ``model_cfgs.diffusion``: the diffusion actor's reverse chain.
+DIFFUSION_KEYS: dict[str, _Key] = {
+    'steps': _Key(_to_int, lambda v: v >= 2, 'must be >= 2 (reverse steps K)'),
+    'sigma_min': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'sigma_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
+    'time_embed_dim': _Key(_to_int, lambda v: v >= 1, 'must be >= 1'),
+}
+
+
 #: Every key of ``checkpoint_cfgs`` (all plugin algorithms; see :mod:`omnisafe_alam.glue.checkpoint`).
 CHECKPOINT_KEYS: dict[str, _Key] = {
     'save_state': _Key(_to_bool, lambda v: True, ''),
@@ -208,6 +238,28 @@ def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
     return alam_cfgs
 
 
+def _validate_algd(cfgs: Any) -> None:
+    """ALGD's groups: ``algd_cfgs``, ``model_cfgs.diffusion``, and the SAC keys it must not use."""
+    _validate_group('algd_cfgs', cfgs.algd_cfgs, ALGD_KEYS)
+    model = cfgs.model_cfgs
+    if model.get('actor_type') != 'diffusion':
+        raise AlamConfigError(f"model_cfgs.actor_type must be 'diffusion' for ALGD, got {model.get('actor_type')!r}")
+    if model.get('diffusion') is None:
+        raise AlamConfigError('ALGD needs the key group model_cfgs.diffusion')
+    _validate_group('model_cfgs.diffusion', model.diffusion, DIFFUSION_KEYS)
+    if model.diffusion['sigma_max'] <= model.diffusion['sigma_min']:
+        raise AlamConfigError(
+            f"model_cfgs.diffusion.sigma_max={model.diffusion['sigma_max']} must be > "
+            f"sigma_min={model.diffusion['sigma_min']}",
+        )
+    algo = cfgs.algo_cfgs
+    if _to_bool('algo_cfgs.auto_alpha', algo.auto_alpha) or _to_float('algo_cfgs.alpha', algo.alpha) != 0.0:
+        raise AlamConfigError(
+            'ALGD has no entropy term: algo_cfgs.auto_alpha must be False and algo_cfgs.alpha 0 '
+            f'(got {algo.auto_alpha}, {algo.alpha})',
+        )
+
+
 def coerce_like_defaults(cfgs: dict[str, Any], defaults: dict[str, Any], prefix: str = '') -> None:
     """Convert string values that OmniSafe's CLI left unparsed to the type of their default.
 
@@ -255,16 +307,19 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
             'algo_cfgs.cost_normalize must be False for state-wise algorithms: alam_cfgs.d is a '
             'tolerance on the discounted raw cost, which a cost normaliser would rescale',
         )
-    is_fpi = cfgs.get('algo') == 'SACFPI'
-    group, other = ('fpi_cfgs', 'alam_cfgs') if is_fpi else ('alam_cfgs', 'fpi_cfgs')
-    if cfgs.get(other) is not None:
-        raise AlamConfigError(
-            f"{other} does not apply to {cfgs.get('algo')}; its settings are in {group}",
-        )
+    from omnisafe_alam.glue.defaults import SETTINGS_GROUP
+
+    algo = cfgs.get('algo')
+    group = SETTINGS_GROUP.get(algo, 'alam_cfgs')
+    for other in sorted(set(SETTINGS_GROUP.values()) - {group}):
+        if cfgs.get(other) is not None:
+            raise AlamConfigError(f'{other} does not apply to {algo}; its settings are in {group}')
     if cfgs.get(group) is None:
-        raise AlamConfigError(f"{cfgs.get('algo')} needs the key group {group}")
-    if is_fpi:
+        raise AlamConfigError(f'{algo} needs the key group {group}')
+    if group == 'fpi_cfgs':
         validate_fpi_cfgs(cfgs.fpi_cfgs)
+    elif group == 'algd_cfgs':
+        _validate_algd(cfgs)
     else:
         validate_alam_cfgs(cfgs.alam_cfgs)
     if cfgs.get('checkpoint_cfgs') is None:

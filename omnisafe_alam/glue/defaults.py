@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'config_path', 'load_defaults']
+__all__ = ['CONFIG_DIR', 'PLUGIN_ALGORITHMS', 'SETTINGS_GROUP', 'config_path', 'load_defaults']
 
 #: name -> OmniSafe algorithm type
 PLUGIN_ALGORITHMS: dict[str, str] = {
@@ -18,6 +18,13 @@ PLUGIN_ALGORITHMS: dict[str, str] = {
     'SACLagNet': 'off-policy',
     'ASAC': 'off-policy',
     'SACFPI': 'off-policy',
+    'ALGD': 'off-policy',
+}
+
+#: the key group that holds each plugin algorithm's own settings
+SETTINGS_GROUP: dict[str, str] = {name: 'alam_cfgs' for name in PLUGIN_ALGORITHMS} | {
+    'SACFPI': 'fpi_cfgs',
+    'ALGD': 'algd_cfgs',
 }
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'

@@ -12,7 +12,10 @@ What OmniSafe fixes at import time, and how each is extended here (idempotently)
    ``ExperimentGrid.check_variant_vaild`` only look in ``omnisafe/configs``. Both are wrapped to
    read the plugin's YAMLs for the plugin's algorithms and defer to OmniSafe otherwise.
 4. The known-answer environment ``StatewiseLimit-v0`` joins OmniSafe's environment registry.
-5. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
+5. ``ActorBuilder.build_actor`` knows OmniSafe's three actor types; it is wrapped to build the
+   plugin's ``diffusion`` actor too, so that ``omnisafe eval`` (which rebuilds every actor from
+   ``model_cfgs.actor_type``) reads ALGD's checkpoints.
+6. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
    any value containing a dot, so ``omnisafe train --log-dir /tmp/tmp.8JH2ICdwY1`` crashes. It
    is wrapped to keep such a value as a string; every value OmniSafe parsed before parses the
    same way.
@@ -35,9 +38,9 @@ _PATCHED = '__omnisafe_alam_patched__'
 def _register_classes() -> None:
     from omnisafe.algorithms import registry
 
-    from omnisafe_alam.core import fpi, variants
+    from omnisafe_alam.core import algd, fpi, variants
 
-    classes = {**{name: getattr(variants, name) for name in variants.__all__}, 'SACFPI': fpi.SACFPI}
+    classes = {**{name: getattr(variants, name) for name in variants.__all__}, 'SACFPI': fpi.SACFPI, 'ALGD': algd.ALGD}
     for name in PLUGIN_ALGORITHMS:
         try:
             registry.get(name)
@@ -124,6 +127,25 @@ def _make_custom_cfgs_to_dict(original: Callable[..., Any]) -> Callable[..., Any
     return custom_cfgs_to_dict
 
 
+def _make_build_actor(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def build_actor(self: Any, actor_type: str) -> Any:
+        if actor_type != 'diffusion':
+            return original(self, actor_type)
+        from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+        # the reference's schedule; a checkpoint's own (its saved sigmas) replaces it on loading
+        return DiffusionActor(
+            self._obs_space,  # noqa: SLF001
+            self._act_space,  # noqa: SLF001
+            self._hidden_sizes,  # noqa: SLF001
+            activation=self._activation,  # noqa: SLF001
+            weight_initialization_mode=self._weight_initialization_mode,  # noqa: SLF001
+        )
+
+    return build_actor
+
+
 def _set_leaf(nested: dict[str, Any], value: Any) -> dict[str, Any]:
     node = nested
     while True:
@@ -142,6 +164,9 @@ def _patch_config_lookup() -> None:
     _wrap_once(config, 'get_default_kwargs_yaml', _make_get_default_kwargs_yaml)
     _wrap_once(ExperimentGrid, 'check_variant_vaild', _make_check_variant_valid)
     _wrap_once(tools, 'custom_cfgs_to_dict', _make_custom_cfgs_to_dict)
+    from omnisafe.models.actor.actor_builder import ActorBuilder
+
+    _wrap_once(ActorBuilder, 'build_actor', _make_build_actor)
 
 
 def _register_envs() -> None:

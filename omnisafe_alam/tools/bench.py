@@ -113,7 +113,9 @@ def _build(name: str, width: int, device: str, threads: int, log_dir: str, fill:
         'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False},
         'model_cfgs': {'actor': {'hidden_sizes': [width, width]}, 'critic': {'hidden_sizes': [width, width]}},
     }
-    if algo in omnisafe_alam.PLUGIN_ALGORITHMS and algo != 'SACFPI':
+    from omnisafe_alam.glue.defaults import SETTINGS_GROUP
+
+    if SETTINGS_GROUP.get(algo) == 'alam_cfgs':
         cfgs['alam_cfgs'] = {'multiplier_hidden_sizes': [width, width]}
     for group, values in overrides.items():
         cfgs.setdefault(group, {}).update(values)

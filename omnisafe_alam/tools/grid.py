@@ -213,8 +213,10 @@ def run_cfgs(run: GridRun) -> Any:
     return wrapper.cfgs
 
 
-#: OmniSafe's SAC-based algorithms; the plugin's are all SAC-based
+#: OmniSafe's SAC-based algorithms; the plugin's are SAC-based but for :data:`NOT_SAC_BASED`
 SAC_BASED = ('SAC', 'SACLag', 'SACPID')
+#: the plugin's algorithms without SAC's actor and temperature (ALGD: a diffusion policy)
+NOT_SAC_BASED = ('ALGD',)
 
 #: The SAC backbone: what the SAC-based algorithms of a fair comparison share (the paper's
 #: Sec. VI: "SAC as the shared backbone across all Lagrangian methods"). ``algo_cfgs:alpha`` counts
@@ -269,7 +271,7 @@ def backbone_mismatches(runs: list[GridRun]) -> list[str]:
 
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for run in runs:
-        if run.algo not in SAC_BASED and run.algo not in PLUGIN_ALGORITHMS:
+        if run.algo not in SAC_BASED and run.algo not in PLUGIN_ALGORITHMS or run.algo in NOT_SAC_BASED:
             continue
         where = (run.env_id, ','.join(f'{k}={v}' for k, v in run.tags.items()))
         groups.setdefault(where, {}).setdefault(run.algo, backbone(run_cfgs(run)))

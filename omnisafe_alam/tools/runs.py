@@ -60,6 +60,8 @@ class LoadedRun:
     obs_normalizer: torch.nn.Module | None
     #: SAC-FPI's twin CDF critics G (its runs have no cost critics)
     feasibility_critic: torch.nn.Module | None = None
+    #: ALGD's cost-critic ensemble (its runs have no twin cost critics)
+    cost_ensemble: torch.nn.Module | None = None
 
     @property
     def algo(self) -> str:
@@ -97,14 +99,28 @@ class LoadedRun:
 
     @property
     def risk_threshold(self) -> float:
-        """The level at or below which the run calls a state feasible: ``d``, or FPI's ``p_f``."""
+        """The level at or below which the run calls a state feasible: ``d``, FPI's ``p_f``, or
+        ALGD's cost target ``h``."""
         if self.feasibility_critic is not None:
             return float(self.cfgs['fpi_cfgs']['p_f'])
+        if self.cost_ensemble is not None:
+            from omnisafe_alam.core.algd import cost_target
+
+            return cost_target(self.cfgs)
         return float(self.cfgs.get('alam_cfgs', {}).get('d', 0.1))
 
     def risk(self, obs: torch.Tensor, k: int = 64) -> torch.Tensor:
         """The run's risk estimate at each state: ``F_hat`` (cost critics) or, for SAC-FPI, the
-        mean over ``k`` policy samples of ``max_i G_i(x, a)`` (``obs`` already normalised)."""
+        mean over ``k`` policy samples of ``max_i G_i(x, a)``, for ALGD of its pessimistic cost
+        value ``mean + k_std std`` over the ensemble (``obs`` already normalised)."""
+        if self.cost_ensemble is not None:
+            from omnisafe_alam.core.diffusion import ensemble_risk
+
+            with torch.no_grad():
+                many = obs.repeat(k, *([1] * (obs.dim() - 1)))
+                q_c = torch.stack(self.cost_ensemble(many, self.actor.predict(many, deterministic=False)))
+                risk = ensemble_risk(q_c, float(self.cfgs['algd_cfgs']['ensemble_std']))
+                return risk.view(k, *obs.shape[:-1]).mean(dim=0)
         if self.feasibility_critic is None:
             return self.f_hat(obs, k=k)
         with torch.no_grad():
@@ -155,11 +171,17 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     params = torch.load(path, map_location='cpu', weights_only=True)
 
     model = cfgs['model_cfgs']
-    if model['actor_type'] != 'gaussian_sac':
-        raise RunError(f"run {run_dir} has actor_type {model['actor_type']!r}; only gaussian_sac loads")
-    # sizes from the actor's first weight (hidden, obs_dim) and last bias (2 * act_dim)
-    layers = [v for k, v in params['pi'].items() if k.startswith('net.')]
-    obs_dim, act_dim = int(layers[0].shape[1]), int(layers[-1].shape[0]) // 2
+    if model['actor_type'] == 'diffusion':
+        # the score network reads (obs, act, step embedding); its head gives act_dim
+        act_dim = int(params['pi']['score_head.bias'].shape[0])
+        embed = int(params['pi']['time_embedding.weight'].shape[1])
+        obs_dim = int(params['pi']['body.0.weight'].shape[1]) - act_dim - embed
+    elif model['actor_type'] == 'gaussian_sac':
+        # sizes from the actor's first weight (hidden, obs_dim) and last bias (2 * act_dim)
+        layers = [v for k, v in params['pi'].items() if k.startswith('net.')]
+        obs_dim, act_dim = int(layers[0].shape[1]), int(layers[-1].shape[0]) // 2
+    else:
+        raise RunError(f"run {run_dir} has actor_type {model['actor_type']!r}; gaussian_sac and diffusion load")
     obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,))
     act_space = spaces.Box(-1.0, 1.0, (act_dim,))
     actor, obs_normalizer = load_policy(cfgs, params, obs_space, act_space)
@@ -193,11 +215,25 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     # runs saved before the key existed had a linear head; SAC-FPI's CDF critics are linear
     cost_critic = twin('cost_critic', cfgs.get('alam_cfgs', {}).get('cost_critic_output', 'linear'))
     feasibility_critic = twin('feasibility_critic', 'linear')
+    cost_ensemble = None
+    if 'cost_ensemble' in params:
+        from omnisafe.models.critic.critic_builder import CriticBuilder
 
-    for net in (multiplier, cost_critic, feasibility_critic):
+        cost_ensemble = CriticBuilder(
+            obs_space,
+            act_space,
+            model['critic']['hidden_sizes'],
+            model['critic']['activation'],
+            model['weight_initialization_mode'],
+            num_critics=int(cfgs['algd_cfgs']['ensemble_size']),
+            use_obs_encoder=False,
+        ).build_critic('q')
+        cost_ensemble.load_state_dict(params['cost_ensemble'])
+
+    for net in (multiplier, cost_critic, feasibility_critic, cost_ensemble):
         if net is not None:
             net.eval()
-    return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer, feasibility_critic)
+    return LoadedRun(run_dir, cfgs, path, actor, multiplier, cost_critic, obs_normalizer, feasibility_critic, cost_ensemble)
 
 
 def total_variation(values: np.ndarray) -> float:
