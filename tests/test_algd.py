@@ -74,7 +74,7 @@ def test_a_gradient_step_trains_every_part_and_logs_what_algd_measures(tmp_path:
 def test_the_score_target_is_the_energy_gradient_at_one_sample(tmp_path: Path) -> None:
     """With N = 1 the softmax weight is 1: the target is -grad_a L_A / beta at the one perturbed
     action, which the test recomputes from the same noise."""
-    algo = build_algo('ALGD', tmp_path, env_id=LIMIT, algd_cfgs={'score_samples': 1, 'beta': 2.0})
+    algo = build_algo('ALGD', tmp_path, env_id=LIMIT, model_cfgs={'diffusion': {'score_samples': 1, 'beta': 2.0}})
     obs = algo._buf.sample_batch()['obs'][:8]  # noqa: SLF001
     a_tau = torch.rand(8, 1) * 2 - 1
     tau = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
@@ -130,3 +130,49 @@ def test_a_checkpoint_carries_the_diffusion_schedule() -> None:
     assert rebuilt.steps == 3 and torch.equal(rebuilt.sigmas, trained.sigmas)
     obs = torch.randn(6, 3)
     assert torch.equal(rebuilt.predict(obs, deterministic=True), trained.predict(obs, deterministic=True))
+
+
+# ---------------------------------------------------------------- the state-wise family's diffusion actor
+def test_sacalam_with_a_diffusion_actor_steps_without_entropy(tmp_path: Path) -> None:
+    """``model_cfgs.actor_type: diffusion`` for SACALaM: the actor is ALGD's, F_hat comes from K
+    chains with gradient, the soft target has no entropy term whatever alpha says, the
+    temperature never moves, and the score regulariser is part of the policy loss."""
+    from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+    algo = build_algo(
+        'SACALaM', tmp_path, env_id=LIMIT,
+        model_cfgs={'actor_type': 'diffusion'}, algo_cfgs={'alpha': 50.0, 'auto_alpha': True},
+    )
+    actor = algo._actor_critic.actor  # noqa: SLF001
+    assert isinstance(actor, DiffusionActor) and actor.steps == 5
+    obs = algo._buf.sample_batch()['obs']  # noqa: SLF001
+    actions = algo._f_actions(obs)  # noqa: SLF001
+    assert actions.shape == (5, obs.shape[0], 1) and actions.requires_grad
+    # the soft target: r + gamma (1 - done) min Q'(s', a'), no -alpha log pi (alpha is 50 here)
+    data = algo._buf.sample_batch()  # noqa: SLF001
+    torch.manual_seed(0)
+    target = algo._reward_critic_target(data['reward'], data['done'], data['next_obs'])  # noqa: SLF001
+    torch.manual_seed(0)
+    with torch.no_grad():
+        next_action = actor.predict(data['next_obs'])
+        next_q = torch.min(*algo._actor_critic.target_reward_critic(data['next_obs'], next_action))  # noqa: SLF001
+    expected = algo._critic_reward(data['reward']) + 0.99 * (1 - data['done']) * next_q  # noqa: SLF001
+    assert torch.allclose(target, expected, atol=1e-6)
+    log_alpha = algo._log_alpha.detach().clone()  # noqa: SLF001
+    before = [p.detach().clone() for p in actor.parameters()]
+    for _ in range(3):
+        algo._update()  # noqa: SLF001
+    assert any(not torch.equal(a, b) for a, b in zip(before, actor.parameters()))
+    assert torch.equal(algo._log_alpha.detach(), log_alpha)  # noqa: SLF001
+    assert algo._logger.get_stats('Value/alpha')[0] == 0.0  # noqa: SLF001
+    # the score regulariser is a positive MSE at the chain's recorded step
+    lam = algo._multiplier_at(obs).detach()  # noqa: SLF001
+    _, a_tau, tau = actor.sample(obs, record_step=True)
+    assert float(algo._score_loss(obs, lam, a_tau, tau).detach()) > 0  # noqa: SLF001
+
+
+def test_sacfpi_refuses_a_diffusion_actor(tmp_path: Path) -> None:
+    from omnisafe_alam.glue.config import AlamConfigError
+
+    with pytest.raises(AlamConfigError, match=r"model_cfgs.actor_type must be one of \('gaussian_sac',\) for SACFPI"):
+        build_algo('SACFPI', tmp_path, fill=1, env_id=LIMIT, model_cfgs={'actor_type': 'diffusion'})

@@ -45,7 +45,7 @@ class ALGD(StatewiseOffPolicy):
        final action ``a_0``, back-propagated through every reverse step, plus ``score_coef`` times
        the MSE of the score head at a uniformly drawn step ``tau`` against the Monte Carlo score
        :func:`~omnisafe_alam.core.diffusion.mc_score_target` of ``exp(-L_A / beta)`` (``N``
-       samples around ``a_tau``); the energy's cost term is the ensemble's mean + ``k`` std
+       samples around ``a_tau``; ``score_coef``, ``N`` and ``beta`` in ``model_cfgs.diffusion``); the energy's cost term is the ensemble's mean + ``k`` std
        (:func:`~omnisafe_alam.core.diffusion.ensemble_risk`) against the target ``h``;
     3. the multiplier: one Adam step on ``log lambda`` of
        :func:`~omnisafe_alam.core.diffusion.multiplier_loss` at the batch's own actions;
@@ -179,22 +179,20 @@ class ALGD(StatewiseOffPolicy):
         )
 
     def _score_target(self, obs: torch.Tensor, a_tau: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """The Monte Carlo score at ``(s, a_tau)`` (``compute_score_target_mc``): ``N`` actions
-        ``a_tau + sigma_tau eps`` (in action space, unclipped, as the reference), the energy's
-        gradient at each, weighted by ``softmax(-L_A / beta)``."""
-        algd = self._cfgs.algd_cfgs
-        batch, act_dim = a_tau.shape
-        n = algd.score_samples
-        sigma = self._actor_critic.actor.sigmas[tau].view(batch, 1, 1)
-        samples = (a_tau.detach().unsqueeze(1) + sigma * torch.randn(batch, n, act_dim, device=a_tau.device))
-        flat = samples.reshape(batch * n, act_dim).requires_grad_(True)
-        energy, _, _ = self._energy(obs.repeat_interleave(n, dim=0), flat)
-        (grad,) = torch.autograd.grad(energy.sum(), flat)
-        return D.mc_score_target(energy.detach().view(batch, n), grad.view(batch, n, act_dim), algd.beta)
+        """The Monte Carlo score of ``exp(-L_A / beta)`` at ``(s, a_tau)``
+        (:func:`~omnisafe_alam.core.diffusion.mc_score_around`)."""
+        diffusion = self._cfgs.model_cfgs.diffusion
+        many = obs.repeat_interleave(diffusion.score_samples, dim=0)
+        return D.mc_score_around(
+            lambda act: self._energy(many, act)[0],
+            a_tau,
+            self._actor_critic.actor.sigmas[tau],
+            diffusion.score_samples,
+            diffusion.beta,
+        )
 
     def _update_actor(self, obs: torch.Tensor, buffer_action: torch.Tensor | None = None) -> None:  # type: ignore[override]
         """Steps 2 and 3 of the class doc, the critics frozen."""
-        algd = self._cfgs.algd_cfgs
         actor = self._actor_critic.actor
         with self._frozen_critics():
             action, a_tau, tau = actor.sample(obs, record_step=True)
@@ -202,7 +200,7 @@ class ALGD(StatewiseOffPolicy):
             energy_loss = energy.mean()
             target = self._score_target(obs, a_tau, tau)
             score_loss = nn.functional.mse_loss(actor.score(obs, a_tau, tau), target)
-            loss = energy_loss + algd.score_coef * score_loss
+            loss = energy_loss + self._cfgs.model_cfgs.diffusion.score_coef * score_loss
             _check_finite('ALGD policy loss', loss)
             self._actor_critic.actor_optimizer.zero_grad()
             loss.backward()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from typing import Callable
+
 from omnisafe_alam.core import functional as F
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     'ensemble_cost_target',
     'ensemble_risk',
     'multiplier_loss',
+    'mc_score_around',
     'mc_score_target',
     've_reverse_step',
     've_schedule',
@@ -194,3 +197,32 @@ def multiplier_loss(lam: torch.Tensor, h: float, q_c_risk: torch.Tensor) -> torc
     the constraint :math:`\bar Q^c \le h`), and lowers it below.
     """
     return lam * (h - q_c_risk.detach()).mean()
+
+
+def mc_score_around(
+    energy_fn: Callable[[torch.Tensor], torch.Tensor],
+    a_tau: torch.Tensor,
+    sigma_tau: torch.Tensor,
+    samples: int,
+    beta: float,
+) -> torch.Tensor:
+    r"""The Monte Carlo score target at ``a_tau`` (``compute_score_target_mc``): ``N`` actions
+    :math:`a^{(i)} = a^\tau + \sigma_\tau \varepsilon_i` (in action space, unclipped, as the
+    reference), the energy and its action gradient at each, then :func:`mc_score_target`.
+
+    Args:
+        energy_fn: the energy at ``(B * N, A)`` actions, state-major (the ``N`` samples of state
+            ``b`` are rows ``b N`` to ``b N + N - 1``), ``(B * N,)``.
+        a_tau: ``(B, A)``, detached here.
+        sigma_tau: the noise level of each state's step, ``(B,)``.
+
+    Returns:
+        ``(B, A)``, without gradient.
+    """
+    batch, act_dim = a_tau.shape
+    noise = torch.randn(batch, samples, act_dim, device=a_tau.device, dtype=a_tau.dtype)
+    flat = (a_tau.detach().unsqueeze(1) + sigma_tau.view(batch, 1, 1) * noise).reshape(batch * samples, act_dim)
+    flat.requires_grad_(True)
+    energy = energy_fn(flat)
+    (grad,) = torch.autograd.grad(energy.sum(), flat)
+    return mc_score_target(energy.detach().view(batch, samples), grad.view(batch, samples, act_dim), beta)

@@ -14,6 +14,7 @@ import torch
 from torch import nn, optim
 from torch.nn.utils.clip_grad import clip_grad_norm_
 
+from omnisafe_alam.core import diffusion as D
 from omnisafe_alam.core import functional as F
 from omnisafe_alam.core.models import DualState, MultiplierNet, StatewiseActorQCritic
 from omnisafe_alam.core.training import StatewiseOffPolicy, _check_finite
@@ -219,9 +220,13 @@ class StatewiseSAC(StatewiseOffPolicy):
 
     def _f_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """Actions at which ``F`` is evaluated: ``(K, B, A)`` policy samples, or ``(1, B, A)`` means."""
+        actor = self._actor_critic.actor
         if self._cfgs.alam_cfgs.f_hat_policy == 'deterministic':
-            return self._actor_critic.actor.predict(obs, deterministic=True).unsqueeze(0)
-        return self._actor_critic.actor(obs).rsample((self._cfgs.alam_cfgs.K,))
+            return actor.predict(obs, deterministic=True).unsqueeze(0)
+        k = self._cfgs.alam_cfgs.K
+        if not self._has_density:  # a diffusion actor: K chains, differentiable end to end
+            return actor.sample(obs.repeat(k, *([1] * (obs.dim() - 1))))[0].view(k, *obs.shape[:-1], -1)
+        return actor(obs).rsample((k,))
 
     def _f_hat_no_grad(self, obs: torch.Tensor) -> torch.Tensor:
         """``F_hat`` at observations, without gradient (the adapter's risk estimate)."""
@@ -289,19 +294,29 @@ class StatewiseSAC(StatewiseOffPolicy):
         ``alam_cfgs.penalty_scale: reward_rms``) or 1 (``none``, the paper), and
         :math:`\alpha'` the temperature (:attr:`_temperature`).
         """
-        action = self._actor_critic.actor.predict(obs, deterministic=False)
-        log_prob = self._actor_critic.actor.log_prob(action)
+        actor = self._actor_critic.actor
+        if self._has_density:
+            action = actor.predict(obs, deterministic=False)
+            log_prob = actor.log_prob(action)
+        else:
+            action, a_tau, tau = actor.sample(obs, record_step=True)
         q1, q2 = self._actor_critic.reward_critic(obs, action)
-        entropy_term = (self._temperature * log_prob).mean()
         q_term = -torch.min(q1, q2).mean() * self._value_unit
+        # a diffusion actor has no density, so no entropy term (a zero on the graph, for the log)
+        entropy_term = (self._temperature * log_prob).mean() if self._has_density else 0.0 * q_term
 
         g = self._residual(obs)
         with torch.no_grad():
             lam = self._multiplier_at(obs)
         penalty_term = self._penalty_scale * self._penalty(lam, g).mean()
+        score_term = None
+        if not self._has_density:
+            score_term = self._score_loss(obs, lam, a_tau, tau)
         if self._dual_cycle_due(self._policy_steps + 1):
             self._measure_actor_gradients(q_term, entropy_term, penalty_term)
         loss = entropy_term + q_term + penalty_term
+        if score_term is not None:
+            loss = loss + self._cfgs.model_cfgs.diffusion.score_coef * score_term
         _check_finite('policy loss', loss)
         self._logger.store(
             {
@@ -311,6 +326,29 @@ class StatewiseSAC(StatewiseOffPolicy):
             },
         )
         return loss
+
+    def _energy(self, obs: torch.Tensor, action: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        r"""The policy loss at one action, for a diffusion actor's score target: the Eq. 16
+        objective with ``F`` at that action alone,
+        :math:`E(x, a) = -\min_i Q_i(x, a)\,u + s\,\mathrm{penalty}(\lambda(x), Q^c(x, a) - d)`,
+        ``Q^c`` the twins combined as in ``F_hat`` (``alam_cfgs.f_hat_pessimism``), ``(B,)``."""
+        alam = self._cfgs.alam_cfgs
+        q1, q2 = self._actor_critic.reward_critic(obs, action)
+        q_c = torch.stack(self._actor_critic.cost_critic(obs, action)).unsqueeze(1)
+        g = F.f_hat(q_c, alam.f_hat_pessimism) - alam.d
+        return -torch.min(q1, q2) * self._value_unit + self._penalty_scale * self._penalty(lam, g)
+
+    def _score_loss(self, obs: torch.Tensor, lam: torch.Tensor, a_tau: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """MSE of a diffusion actor's score head at ``(x, a_tau, tau)`` against the Monte Carlo
+        score of ``exp(-E / beta)`` (:meth:`_energy`; ALGD's regulariser with the state-wise
+        augmented penalty as the energy, ``model_cfgs.diffusion``)."""
+        diffusion = self._cfgs.model_cfgs.diffusion
+        n = diffusion.score_samples
+        many = obs.repeat_interleave(n, dim=0)
+        lam_many = lam.repeat_interleave(n, dim=0) if lam.dim() else lam  # ASAC's is one scalar
+        actor = self._actor_critic.actor
+        target = D.mc_score_around(lambda act: self._energy(many, act, lam_many), a_tau, actor.sigmas[tau], n, diffusion.beta)
+        return nn.functional.mse_loss(actor.score(obs, a_tau, tau), target)
 
     def _update_actor(self, obs: torch.Tensor) -> None:
         """SAC's actor and alpha step; every ``m_lambda`` policy steps, a dual cycle.

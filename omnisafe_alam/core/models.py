@@ -26,6 +26,7 @@ __all__ = [
     'add_layer_norm',
     'build_cost_critic',
     'polyak_step',
+    'use_diffusion_actor',
 ]
 
 
@@ -196,6 +197,39 @@ def add_layer_norm(critic: nn.Module) -> None:
         net[0] = nn.Sequential(*new)
 
 
+def use_diffusion_actor(
+    actor_critic: ActorQCritic,
+    obs_space: OmnisafeSpace,
+    act_space: OmnisafeSpace,
+    model_cfgs: ModelConfig,
+    epochs: int,
+) -> None:
+    """Give an OmniSafe actor-critic a :class:`~omnisafe_alam.core.diffusion_actor.DiffusionActor`
+    with ``model_cfgs.diffusion``'s schedule, its Adam and LR schedule, in place (the builder's
+    actor has the reference's schedule; SAC never reads ``target_actor``, which is dropped)."""
+    from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+    diffusion = model_cfgs.diffusion
+    actor_critic.actor = DiffusionActor(
+        obs_space,
+        act_space,
+        model_cfgs.actor.hidden_sizes,
+        model_cfgs.actor.activation,
+        model_cfgs.weight_initialization_mode,
+        steps=int(diffusion.steps),
+        sigma_min=float(diffusion.sigma_min),
+        sigma_max=float(diffusion.sigma_max),
+        time_embed_dim=int(diffusion.time_embed_dim),
+    )
+    if hasattr(actor_critic, 'target_actor'):
+        del actor_critic.target_actor
+    actor_critic.actor_optimizer = optim.Adam(actor_critic.actor.parameters(), lr=model_cfgs.actor.lr)
+    if model_cfgs.linear_lr_decay:
+        actor_critic.actor_scheduler = optim.lr_scheduler.LinearLR(actor_critic.actor_optimizer, 1.0, 0.0, total_iters=epochs)
+    else:
+        actor_critic.actor_scheduler = optim.lr_scheduler.ConstantLR(actor_critic.actor_optimizer, 1.0, total_iters=epochs)
+
+
 def _twin_with_target(
     obs_space: OmnisafeSpace,
     act_space: OmnisafeSpace,
@@ -230,7 +264,8 @@ class StatewiseActorQCritic(ActorQCritic):
         cost_critic_optimizer: Adam at the critic learning rate.
         multiplier: :class:`MultiplierNet`, or ``None`` for scalar-multiplier variants (ASAC).
 
-    With ``reward_layer_norm`` the reward critics (and their target) get :func:`add_layer_norm`.
+    With ``reward_layer_norm`` the reward critics (and their target) get :func:`add_layer_norm`;
+    with ``model_cfgs.actor_type: diffusion`` the actor is :func:`use_diffusion_actor`'s.
     """
 
     def __init__(
@@ -244,6 +279,8 @@ class StatewiseActorQCritic(ActorQCritic):
         reward_layer_norm: bool = False,
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
+        if model_cfgs.actor_type == 'diffusion':
+            use_diffusion_actor(self, obs_space, act_space, model_cfgs, epochs)
         if reward_layer_norm:
             add_layer_norm(self.reward_critic)
             self.target_reward_critic = deepcopy(self.reward_critic)
@@ -355,30 +392,10 @@ class ALGDActorCritic(ActorQCritic):
         ensemble_size: int,
         cost_lr: float,
     ) -> None:
-        from omnisafe_alam.core.diffusion_actor import DiffusionActor
-
         if model_cfgs.actor_type != 'diffusion':
             raise ValueError(f"ALGD's actor is a diffusion policy: model_cfgs.actor_type must be 'diffusion', got {model_cfgs.actor_type!r}")
         super().__init__(obs_space, act_space, model_cfgs, epochs)
-        diffusion = model_cfgs.diffusion
-        # the builder made one with the reference's schedule; this one follows the config
-        self.actor = DiffusionActor(
-            obs_space,
-            act_space,
-            model_cfgs.actor.hidden_sizes,
-            model_cfgs.actor.activation,
-            model_cfgs.weight_initialization_mode,
-            steps=int(diffusion.steps),
-            sigma_min=float(diffusion.sigma_min),
-            sigma_max=float(diffusion.sigma_max),
-            time_embed_dim=int(diffusion.time_embed_dim),
-        )
-        del self.target_actor  # SAC never reads it; a diffusion chain would only cost memory
-        self.actor_optimizer = optim.Adam(self.actor.parameters(), lr=model_cfgs.actor.lr)
-        if model_cfgs.linear_lr_decay:
-            self.actor_scheduler = optim.lr_scheduler.LinearLR(self.actor_optimizer, 1.0, 0.0, total_iters=epochs)
-        else:
-            self.actor_scheduler = optim.lr_scheduler.ConstantLR(self.actor_optimizer, 1.0, total_iters=epochs)
+        use_diffusion_actor(self, obs_space, act_space, model_cfgs, epochs)
         self.cost_critic = CriticBuilder(
             obs_space=obs_space,
             act_space=act_space,

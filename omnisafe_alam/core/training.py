@@ -213,6 +213,12 @@ class StatewiseOffPolicy(SAC):
         """The temperature in the soft target, in the reward critics' units: :attr:`_temperature`."""
         return self._temperature
 
+    @property
+    def _has_density(self) -> bool:
+        """Whether the actor has a log-density (SAC's Gaussian); a diffusion actor has none, so
+        its algorithms have no entropy term and no temperature step."""
+        return self._cfgs.model_cfgs.actor_type != 'diffusion'
+
     def _critic_reward(self, reward: torch.Tensor) -> torch.Tensor:
         """The reward in the reward critics' units (as it is, here)."""
         return reward
@@ -223,9 +229,10 @@ class StatewiseOffPolicy(SAC):
         with torch.no_grad():
             actor = self._actor_critic.actor
             next_action = actor.predict(next_obs, deterministic=False)
-            next_logp = actor.log_prob(next_action)
             next_q1, next_q2 = self._actor_critic.target_reward_critic(next_obs, next_action)
-            next_q = torch.min(next_q1, next_q2) - next_logp * self._target_temperature
+            next_q = torch.min(next_q1, next_q2)
+            if self._has_density:
+                next_q = next_q - actor.log_prob(next_action) * self._target_temperature
             return self._critic_reward(reward) + self._cfgs.algo_cfgs.gamma * (1 - done) * next_q
 
     def _update_cost_critic(
@@ -328,6 +335,12 @@ class StatewiseOffPolicy(SAC):
             clip_grad_norm_(self._params(actor), self._cfgs.algo_cfgs.max_grad_norm)
         self._actor_critic.actor_optimizer.step()
         self._logger.store({'Loss/Loss_pi': loss.item()})
+        if not self._has_density:
+            # no entropy term, so no temperature: alpha is logged as the 0 it effectively is
+            self._logger.store({'Value/alpha': 0.0})
+            if self._cfgs.algo_cfgs.auto_alpha:
+                self._logger.store({'Loss/alpha_loss': 0.0})
+            return
         if self._cfgs.algo_cfgs.auto_alpha:
             with torch.no_grad():
                 action = actor.predict(obs, deterministic=False)

@@ -25,6 +25,8 @@ Files hold tensors and plain containers only, so ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import csv
 import json
@@ -72,6 +74,11 @@ ADDED_KEYS: dict[tuple[str, str], Any] = {
     ('alam_cfgs', 'cost_critic_floor'): 0.0,
     ('alam_cfgs', 'cost_critic_min_slope'): 0.0,
     ('alam_cfgs', 'reward_critic_layer_norm'): False,
+    # the diffusion actor's settings (unused by runs made before it: they are gaussian_sac)
+    ('model_cfgs', 'diffusion'): {
+        'steps': 5, 'sigma_min': 0.01, 'sigma_max': 1.0, 'time_embed_dim': 16,
+        'score_coef': 0.1, 'score_samples': 4, 'beta': 1.0,
+    },
 }
 
 
@@ -81,7 +88,7 @@ def fill_added_keys(config: dict[str, Any]) -> list[str]:
     added = []
     for (group, key), value in ADDED_KEYS.items():
         if isinstance(config.get(group), dict) and key not in config[group]:
-            config[group][key] = value
+            config[group][key] = copy.deepcopy(value)
             added.append(f'{group}.{key}={value}')
     return added
 

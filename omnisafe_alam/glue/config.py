@@ -171,9 +171,6 @@ ALGD_KEYS: dict[str, _Key] = {
     'cost_target': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (h; 0: from cost_limit)'),
     'cost_limit': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (episode cost limit)'),
     'episode_length': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (steps)'),
-    'score_samples': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (Monte Carlo samples)'),
-    'beta': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (temperature of exp(-L_A / beta))'),
-    'score_coef': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (weight of the score loss)'),
     'target_update_freq': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (gradient steps)'),
     'cost_indicator': _Key(_to_bool, lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
@@ -185,6 +182,9 @@ DIFFUSION_KEYS: dict[str, _Key] = {
     'sigma_min': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
     'sigma_max': _Key(_to_float, lambda v: v > 0.0, 'must be > 0'),
     'time_embed_dim': _Key(_to_int, lambda v: v >= 1, 'must be >= 1'),
+    'score_coef': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (weight of the score loss)'),
+    'score_samples': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (Monte Carlo samples)'),
+    'beta': _Key(_to_float, lambda v: v > 0.0, 'must be > 0 (temperature of exp(-energy / beta))'),
 }
 
 
@@ -238,20 +238,27 @@ def validate_alam_cfgs(alam_cfgs: dict[str, Any]) -> dict[str, Any]:
     return alam_cfgs
 
 
-def _validate_algd(cfgs: Any) -> None:
-    """ALGD's groups: ``algd_cfgs``, ``model_cfgs.diffusion``, and the SAC keys it must not use."""
-    _validate_group('algd_cfgs', cfgs.algd_cfgs, ALGD_KEYS)
+def _validate_actor(cfgs: Any, group: str) -> None:
+    """``model_cfgs.actor_type`` and ``model_cfgs.diffusion``: ALGD needs the diffusion actor, SAC-FPI
+    (whose loss reads the log-density) cannot have it, the state-wise family takes either."""
     model = cfgs.model_cfgs
-    if model.get('actor_type') != 'diffusion':
-        raise AlamConfigError(f"model_cfgs.actor_type must be 'diffusion' for ALGD, got {model.get('actor_type')!r}")
+    actor_type = model.get('actor_type')
+    allowed = {'algd_cfgs': ('diffusion',), 'fpi_cfgs': ('gaussian_sac',)}.get(group, ('gaussian_sac', 'diffusion'))
+    if actor_type not in allowed:
+        raise AlamConfigError(f'model_cfgs.actor_type must be one of {allowed} for {cfgs.get("algo")}, got {actor_type!r}')
     if model.get('diffusion') is None:
-        raise AlamConfigError('ALGD needs the key group model_cfgs.diffusion')
+        raise AlamConfigError(f'{cfgs.get("algo")} needs the key group model_cfgs.diffusion')
     _validate_group('model_cfgs.diffusion', model.diffusion, DIFFUSION_KEYS)
     if model.diffusion['sigma_max'] <= model.diffusion['sigma_min']:
         raise AlamConfigError(
             f"model_cfgs.diffusion.sigma_max={model.diffusion['sigma_max']} must be > "
             f"sigma_min={model.diffusion['sigma_min']}",
         )
+
+
+def _validate_algd(cfgs: Any) -> None:
+    """ALGD's ``algd_cfgs``, and the SAC keys it must not use."""
+    _validate_group('algd_cfgs', cfgs.algd_cfgs, ALGD_KEYS)
     algo = cfgs.algo_cfgs
     if _to_bool('algo_cfgs.auto_alpha', algo.auto_alpha) or _to_float('algo_cfgs.alpha', algo.alpha) != 0.0:
         raise AlamConfigError(
@@ -322,6 +329,7 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
         _validate_algd(cfgs)
     else:
         validate_alam_cfgs(cfgs.alam_cfgs)
+    _validate_actor(cfgs, group)
     if cfgs.get('checkpoint_cfgs') is None:
         raise AlamConfigError(f"{cfgs.get('algo')} needs the key group checkpoint_cfgs")
     _validate_group('checkpoint_cfgs', cfgs.checkpoint_cfgs, CHECKPOINT_KEYS)

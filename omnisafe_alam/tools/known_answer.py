@@ -150,7 +150,8 @@ def evaluate_loaded(run: LoadedRun, k: int = 64, seed: int = 0, mc_samples: int 
     caller's RNG state is left as it was), so a score is reproducible. ``mc_accuracy`` is the
     accuracy of ``F^pi <= d`` (the stochastic policy's own feasibility) against the exact
     feasible set, ``critic_bias`` the mean of ``F_hat - F^pi`` over the feasible grid states.
-    For SAC-FPI both use its CDF (``G`` and the Monte-Carlo ``E[gamma^T]``) and its ``p_f``.
+    For SAC-FPI both use its CDF (``G`` and the Monte-Carlo ``E[gamma^T]``) and its ``p_f``; for
+    ALGD its pessimistic ensemble value ``Qbar_c`` and its cost target ``h``.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -182,8 +183,8 @@ def _evaluate(run: LoadedRun, k: int, mc_samples: int) -> dict[str, Any]:
     grid = spec.state_grid
     margin = spec.margin(grid)
     feasible = margin >= 0
-    if run.cost_critic is not None or run.feasibility_critic is not None:
-        # F_hat <= d, or for SAC-FPI its own region test G <= p_f
+    if run.cost_critic is not None or run.feasibility_critic is not None or run.cost_ensemble is not None:
+        # F_hat <= d, or SAC-FPI's own region test G <= p_f, or ALGD's Qbar_c <= h
         f_hat = run.risk(run.normalize(grid), k=k)
         row.update(score_classification(f_hat, feasible, threshold))
         row['f_hat_deep'] = float(f_hat[margin >= DEEP].mean())

@@ -85,12 +85,22 @@ class LoadedRun:
             raise RunError(f'run {self.run_dir} ({self.algo}) has no twin cost critics saved')
         k = k or int(self.cfgs['alam_cfgs']['K'])
         with torch.no_grad():
-            actions = self.actor(obs).sample((k,))
+            actions = self.sample_actions(obs, k)
             q_c = self.cost_critic(obs.expand(k, *obs.shape), actions)
             # runs saved before the key existed used the paper's max
             pessimism = float(self.cfgs.get('alam_cfgs', {}).get('f_hat_pessimism', 1.0))
             return F.f_hat(torch.stack(q_c), pessimism)
 
+
+    def sample_actions(self, obs: torch.Tensor, k: int) -> torch.Tensor:
+        """``k`` policy samples per state, ``(k, *obs.shape[:-1], act_dim)`` (a Gaussian actor's
+        distribution, or ``k`` runs of a diffusion actor's chain)."""
+        from omnisafe_alam.core.diffusion_actor import DiffusionActor
+
+        if isinstance(self.actor, DiffusionActor):
+            many = obs.repeat(k, *([1] * (obs.dim() - 1)))
+            return self.actor.predict(many, deterministic=False).view(k, *obs.shape[:-1], -1)
+        return self.actor(obs).sample((k,))
 
     @property
     def risk_kind(self) -> str:
@@ -124,7 +134,7 @@ class LoadedRun:
         if self.feasibility_critic is None:
             return self.f_hat(obs, k=k)
         with torch.no_grad():
-            actions = self.actor(obs).sample((k,))
+            actions = self.sample_actions(obs, k)
             g = self.feasibility_critic(obs.expand(k, *obs.shape), actions)
             return torch.stack(g).max(dim=0).values.mean(dim=0)
 
