@@ -10,9 +10,11 @@ YAML's task section, then scores the final policy (docs/known_answer.md):
   (omnisafe_alam.tools.known_answer).
 
     .venv/bin/python examples/known_answer.py --env-id StatewiseBraking-v0 --seeds 0 1 2 \
-        --algos SACALaM SACLagNet SACALaMGA SACFPI SAC
+        --algos SACALaM SACLagNet SACALaMGA SACFPI SAC ALGD SACALaM+diffusion
 
-SAC-FPI is scored with its own feasibility function and threshold (``G <= p_f``).
+SAC-FPI is scored with its own feasibility function and threshold (``G <= p_f``), ALGD with
+its own (``Qbar_c <= h``); ``ALGO+diffusion`` is the plugin algorithm with ALGD's diffusion
+actor (``model_cfgs.actor_type: diffusion``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def train(
 ) -> Path:
     """Train one run through ``omnisafe.Agent`` in a fresh interpreter (as a user script would)."""
     out_dir = log_dir / f'{algo}-s{seed}'
+    # ALGO+diffusion: the plugin algorithm with ALGD's diffusion actor (model_cfgs.actor_type)
+    algo, _, actor_type = algo.partition('+')
     existing = list(out_dir.glob('*/seed-*'))
     if reuse and existing:
         return existing[0]
@@ -90,6 +94,8 @@ def train(
         cfgs['env_cfgs'] = {'reward_scale': reward_scale}
     if alam and algo != 'SAC':
         cfgs['alam_cfgs'] = dict(alam)
+    if actor_type:
+        cfgs['model_cfgs'] = {'actor_type': actor_type}
     out = subprocess.run(
         [sys.executable, '-c', _AGENT, algo, env_id, json.dumps(cfgs)],
         capture_output=True, text=True, check=False,
@@ -102,11 +108,15 @@ def train(
 
 def summarize(run: Path, d: float) -> dict:
     loaded = load_run(run)
+    label = loaded.algo
+    if loaded.cfgs['model_cfgs']['actor_type'] == 'diffusion' and loaded.algo != 'ALGD':
+        label += '+diffusion'
     if loaded.env_id != LIMIT_ENV_ID:
         row = evaluate_run(run)
         row.update(stability_metrics(pd.read_csv(run / 'progress.csv')))
+        row['algo'] = label
         return row
-    row = {'algo': loaded.algo, 'seed': loaded.cfgs['seed']}
+    row = {'algo': label, 'seed': loaded.cfgs['seed']}
     row.update(evaluate_policy(lambda o: loaded.actor.predict(o, deterministic=True), d))
     if loaded.multiplier is not None:
         import torch

@@ -7,7 +7,8 @@ Three rooms (and the known-answer tasks in ``envs``, the YAML defaults in ``conf
 
 - ``core``: the algorithm core: the paper's math (``functional``), the networks (``models``), the
   shared training machinery (``training``), the state-wise Lagrangian family (``lagrangian``),
-  its four variants (``variants``) and SAC-FPI (``fpi``);
+  its four variants (``variants``), SAC-FPI (``fpi``) and ALGD (``algd``, with ``diffusion`` and
+  ``diffusion_actor``);
 - ``glue``: what connects it to OmniSafe: default configs (``defaults``), their checks
   (``config``), the off-policy adapter, full checkpoints, registration; the start-up hook is the
   top-level module ``omnisafe_alam_autoload``;
@@ -25,4 +26,4 @@ from omnisafe_alam.core.lagrangian import StatewiseSAC  # noqa: E402
 from omnisafe_alam.core.variants import ASAC, SACALaM, SACALaMGA, SACLagNet  # noqa: E402
 
 __version__ = '0.1.0'
-__all__ = ['ASAC', 'PLUGIN_ALGORITHMS', 'SACALaM', 'SACALaMGA', 'SACFPI', 'SACLagNet', 'StatewiseSAC', 'register']
+__all__ = ['ALGD', 'ASAC', 'PLUGIN_ALGORITHMS', 'SACALaM', 'SACALaMGA', 'SACFPI', 'SACLagNet', 'StatewiseSAC', 'register']

@@ -222,7 +222,8 @@ def mc_score_around(
     batch, act_dim = a_tau.shape
     noise = torch.randn(batch, samples, act_dim, device=a_tau.device, dtype=a_tau.dtype)
     flat = (a_tau.detach().unsqueeze(1) + sigma_tau.view(batch, 1, 1) * noise).reshape(batch * samples, act_dim)
-    flat.requires_grad_(True)
+    # a non-leaf (x 1.0): torch's FLOP counter cannot follow autograd.grad to a leaf input
+    flat = flat.requires_grad_(True) * 1.0
     energy = energy_fn(flat)
     (grad,) = torch.autograd.grad(energy.sum(), flat)
     return mc_score_target(energy.detach().view(batch, samples), grad.view(batch, samples, act_dim), beta)
