@@ -48,7 +48,8 @@ class ALGD(StatewiseOffPolicy):
        samples around ``a_tau``; ``score_coef``, ``N`` and ``beta`` in ``model_cfgs.diffusion``); the energy's cost term is the ensemble's mean + ``k`` std
        (:func:`~omnisafe_alam.core.diffusion.ensemble_risk`) against the target ``h``;
     3. the multiplier: one Adam step on ``log lambda`` of
-       :func:`~omnisafe_alam.core.diffusion.multiplier_loss` at the batch's own actions;
+       :func:`~omnisafe_alam.core.diffusion.multiplier_loss` at the batch's own actions
+       (``algd_cfgs.dual_actions: buffer``, the reference) or at the policy's (``policy``);
     4. every ``target_update_freq``-th step, Polyak averaging of both critics' targets.
 
     ``h`` is ``algd_cfgs.cost_target``, or with 0 there the reference's
@@ -209,7 +210,8 @@ class ALGD(StatewiseOffPolicy):
         self._actor_critic.actor_optimizer.step()
 
         with torch.no_grad():
-            taken = buffer_action if buffer_action is not None else action.detach()
+            at_buffer = self._cfgs.algd_cfgs.dual_actions == 'buffer' and buffer_action is not None
+            taken = buffer_action if at_buffer else action.detach()
             risk_taken = self._cost_risk(obs, taken)
         lam_loss = D.multiplier_loss(self._multiplier(), self._h, risk_taken)
         self._multiplier_optimizer.zero_grad()

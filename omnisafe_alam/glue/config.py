@@ -174,6 +174,7 @@ ALGD_KEYS: dict[str, _Key] = {
     'target_update_freq': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (gradient steps)'),
     'cost_indicator': _Key(_to_bool, lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
+    'dual_actions': _Key(_to_choice('buffer', 'policy'), lambda v: True, ''),
 }
 
 #: ``model_cfgs.diffusion``: the diffusion actor's reverse chain.
