@@ -159,7 +159,9 @@ class _Subject:
             with FlopCounterMode(display=False) as counter:
                 for _ in range(2):  # two steps: OmniSafe's SACLag updates its actor every other one
                     inner._update()  # noqa: SLF001
-            self.flop_per_step = counter.get_total_flops() / 2
+            # per gradient step: an _update() takes update_iters of them (ALGD's default: 10)
+            self.per_update = int(getattr(inner, '_updates_per_phase', 1))
+            self.flop_per_step = counter.get_total_flops() / 2 / self.per_update
         self.grad: list[float] = []
         self.env: list[float] = []
         self.random: list[float] = []
@@ -173,7 +175,7 @@ class _Subject:
             for _ in range(steps):
                 inner._update()  # noqa: SLF001
             _sync(self.device)
-            self.grad.append((time.perf_counter() - start) / steps)
+            self.grad.append((time.perf_counter() - start) / steps / self.per_update)
             start = time.perf_counter()
             for _ in range(steps):
                 env.rollout(rollout_step=1, agent=agent, buffer=buf, logger=logger, use_rand_action=False)

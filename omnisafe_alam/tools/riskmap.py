@@ -200,12 +200,12 @@ def cost_free_mask(xs: np.ndarray, ys: np.ndarray, obstacles: list[Obstacle]) ->
 
 
 def map_summary(values: dict[str, np.ndarray], free: np.ndarray, threshold: float) -> dict[str, float]:
-    """Over the cost-free positions ``free``: the share with risk ``<= threshold`` (``F_hat`` or
-    ``G``), the risk's median there and over the costly positions, and the multiplier's
+    """Over the cost-free positions ``free``: the share with risk ``<= threshold`` (``F_hat``,
+    ``G`` or ALGD's ``Qbar_c``), the risk's median there and over the costly positions, and the multiplier's
     10th/50th/90th percentiles (NaN for what the run lacks)."""
     if not free.any():
         raise RiskMapError('the map has no cost-free position to summarise')
-    risk = values.get('F_hat', values.get('G'))
+    risk = values.get('F_hat', values.get('G', values.get('Qbar_c')))
     nan = float('nan')
     out = {
         'cost_free_points': float(free.sum()),
@@ -248,6 +248,8 @@ def _evaluate(run: LoadedRun, obs: np.ndarray) -> dict[str, np.ndarray]:
             out['F_hat'] = run.f_hat(flat, k=MAP_K).numpy().reshape(obs.shape[:-1])
         if run.feasibility_critic is not None:  # SAC-FPI's CDF
             out['G'] = run.risk(flat, k=MAP_K).numpy().reshape(obs.shape[:-1])
+        if run.cost_ensemble is not None:  # ALGD's pessimistic ensemble value, against h
+            out['Qbar_c'] = run.risk(flat, k=MAP_K).numpy().reshape(obs.shape[:-1])
     return out
 
 
@@ -342,7 +344,7 @@ def riskmap(
     _check_env(env_id)
     runs = [load_run(path, checkpoint) for path in run_dirs]
     for run in runs:
-        if run.multiplier is None and run.cost_critic is None and run.feasibility_critic is None:
+        if run.multiplier is None and run.cost_critic is None and run.feasibility_critic is None and run.cost_ensemble is None:
             raise RiskMapError(f'run {run.run_dir} ({run.algo}) has no multiplier, cost critics or CDF critics')
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +371,7 @@ def riskmap(
             summary.append({'run': str(run.run_dir), 'algo': run.algo, 'seed': run.cfgs.get('seed'),
                             'checkpoint': run.checkpoint.name,
                             'heading': heading, 'vx': vel[0], 'vy': vel[1], **stats})
-        for quantity in ('lambda', 'F_hat', 'G'):
+        for quantity in ('lambda', 'F_hat', 'G', 'Qbar_c'):
             if quantity in maps[0]:
                 rows.append((run, quantity, [m[quantity] for m in maps]))
     if not plot:
@@ -388,7 +390,7 @@ def riskmap(
                               cmap='magma', vmin=0.0, vmax=vmax)
             xs, ys, _ = grids[c]
             level = run.risk_threshold
-            if quantity in ('F_hat', 'G') and values.min() < level < values.max():
+            if quantity in ('F_hat', 'G', 'Qbar_c') and values.min() < level < values.max():
                 # the boundary the algorithm acts on: F_hat = d (SAC-FPI: G = p_f)
                 ax.contour(xs, ys, values, levels=[level], colors='cyan', linewidths=1.0)
             _draw_obstacles(ax, obstacles)
