@@ -133,9 +133,9 @@ def test_settled_at_by_hand() -> None:
     assert settled_at(frame, 25.0) == 10000.0
 
 
-def _train(algo: str, tmp_path: Path, extra: list[str]) -> Path:
+def _train(algo: str, tmp_path: Path, extra: list[str], steps: int = 8000) -> Path:
     args = [
-        str(BIN / 'omnisafe'), 'train', '--algo', algo, '--env-id', ENV_ID, '--total-steps', '8000',
+        str(BIN / 'omnisafe'), 'train', '--algo', algo, '--env-id', ENV_ID, '--total-steps', str(steps),
         '--torch-threads', '1', '--log-dir', str(tmp_path),
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False', *extra,
     ]
@@ -198,8 +198,9 @@ def test_unconstrained_sac_violates(tmp_path: Path) -> None:
     extra = []
     for key, value in SAC_BASELINE_CFGS.items():
         extra += ['--custom-cfgs', key, '--custom-cfgs', value]
-    result = _deterministic(_train('SAC', tmp_path, extra))
-    # measured on seeds 0, 1, 2: 36-72 of 201 start states violate, max excess 0.37-0.75
+    # it violates long before 8k steps: measured at 3k, seeds 0 / 1: 36 / 72 of 201 start states
+    # violate, max excess 0.37 / 0.74 (at 8k, seeds 0-2: 36-72, 0.37-0.75)
+    result = _deterministic(_train('SAC', tmp_path, extra, steps=3000))
     assert result['violations'] >= 20 and result['max_excess'] >= 0.2, result
 
 
