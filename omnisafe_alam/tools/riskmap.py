@@ -403,7 +403,7 @@ def riskmap(
         fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.01)
     fig.suptitle(
         f'{env_id} (layout seed {layout_seed}); blue: hazards, green: goal/circle, gold: walls;'
-        ' cyan: F_hat = d (G = p_f), feasible on its low side',
+        ' cyan: F_hat = d (G = p_f, Qbar_c = h), feasible on its low side',
         fontsize=9,
     )
     fig.savefig(out, dpi=110, bbox_inches='tight')
