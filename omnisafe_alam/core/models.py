@@ -25,6 +25,7 @@ __all__ = [
     'StatewiseActorQCritic',
     'add_layer_norm',
     'build_cost_critic',
+    'frozen_copy',
     'polyak_step',
     'use_diffusion_actor',
 ]
@@ -230,6 +231,14 @@ def use_diffusion_actor(
         actor_critic.actor_scheduler = optim.lr_scheduler.ConstantLR(actor_critic.actor_optimizer, 1.0, total_iters=epochs)
 
 
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A Polyak target: a deep copy whose parameters take no gradient."""
+    target = deepcopy(module)
+    for param in target.parameters():
+        param.requires_grad = False
+    return target
+
+
 def _twin_with_target(
     obs_space: OmnisafeSpace,
     act_space: OmnisafeSpace,
@@ -246,10 +255,7 @@ def _twin_with_target(
         model_cfgs.weight_initialization_mode,
         output,
     )
-    target = deepcopy(critic)
-    for param in target.parameters():
-        param.requires_grad = False
-    return critic, target, optim.Adam(critic.parameters(), lr=model_cfgs.critic.lr)
+    return critic, frozen_copy(critic), optim.Adam(critic.parameters(), lr=model_cfgs.critic.lr)
 
 
 class StatewiseActorQCritic(ActorQCritic):
@@ -283,9 +289,7 @@ class StatewiseActorQCritic(ActorQCritic):
             use_diffusion_actor(self, obs_space, act_space, model_cfgs, epochs)
         if reward_layer_norm:
             add_layer_norm(self.reward_critic)
-            self.target_reward_critic = deepcopy(self.reward_critic)
-            for param in self.target_reward_critic.parameters():
-                param.requires_grad = False
+            self.target_reward_critic = frozen_copy(self.reward_critic)
             self.reward_critic_optimizer = optim.Adam(self.reward_critic.parameters(), lr=model_cfgs.critic.lr)
         self.cost_critic, self.target_cost_critic, self.cost_critic_optimizer = _twin_with_target(
             obs_space, act_space, model_cfgs, cost_output,
@@ -405,9 +409,7 @@ class ALGDActorCritic(ActorQCritic):
             num_critics=ensemble_size,
             use_obs_encoder=False,
         ).build_critic('q')
-        self.target_cost_critic = deepcopy(self.cost_critic)
-        for param in self.target_cost_critic.parameters():
-            param.requires_grad = False
+        self.target_cost_critic = frozen_copy(self.cost_critic)
         self.cost_critic_optimizer = optim.Adam(self.cost_critic.parameters(), lr=cost_lr)
 
     def polyak_update(self, tau: float) -> None:
