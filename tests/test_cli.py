@@ -94,7 +94,7 @@ def test_omnisafe_eval_of_the_saved_run(sacalam_run: Path) -> None:
 @pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI', 'ALGD'])
 def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> None:
     # ALGD's 10 gradient steps per environment step (the reference's) would make this run 10x longer
-    extra = ['--custom-cfgs', 'algo_cfgs:update_iters', '--custom-cfgs', '2'] if algo == 'ALGD' else []
+    extra = ['--custom-cfgs', 'algo_cfgs:update_iters', '--custom-cfgs', '1'] if algo == 'ALGD' else []
     out = run_cli(cli_tiny_args(algo) + extra + ['--log-dir', str(tmp_path)], cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     progress = pd.read_csv(_run_dir(tmp_path, algo) / 'progress.csv')
