@@ -23,14 +23,15 @@ idx = np.arange(ptr - last, ptr) % buf.max_size if hasattr(buf, 'max_size') else
 obs, act = data['obs'][idx, 0], data['act'][idx, 0]
 cost = (data['cost'][idx, 0] > 0).float(); rew = data['reward'][idx, 0]
 gamma = algo._cfgs.algo_cfgs.gamma
+cost_gamma = getattr(algo, '_cost_gamma', gamma)  # F's discount (alam_cfgs.cost_gamma)
 L = 1000  # episode length of the Safety-Gymnasium tasks here (time limit, no termination)
 assert last % L == 0
-def mc(x):
+def mc(x, gamma):
     x = x.numpy().reshape(-1, L); out = np.zeros_like(x); acc = np.zeros(x.shape[0])
     for t in range(L - 1, -1, -1):
         acc = x[:, t] + gamma * acc; out[:, t] = acc
     return out.reshape(-1)
-mc_c, mc_r = mc(cost), mc(rew)
+mc_c, mc_r = mc(cost, cost_gamma), mc(rew, gamma)
 keep = (np.arange(last) % L) < L // 2  # far enough from the time limit for a fair comparison
 ac = algo._actor_critic
 with torch.no_grad():

@@ -124,3 +124,26 @@ def test_realised_risk_matches_each_algorithms_risk_signal(tmp_path: Path, algo:
     want = g + g**3 if expected == 'both' else g
     assert float(env._ep_disc_cost[0]) == pytest.approx(want)  # noqa: SLF001
     assert float(env._ep_unsafe[0]) == 2.0  # noqa: SLF001
+
+
+def test_cost_gamma_discounts_the_cost_target_and_the_calibration(tmp_path: Path) -> None:
+    """alam_cfgs.cost_gamma 0.5: the cost critics bootstrap with 0.5 (capped at cost_max / 0.5 = 2)
+    and the realised counterpart of F_hat is sum_t 0.5^t c_t (costs 0, 1, 0, 1: 0.5 + 0.125)."""
+    inner = build_algo('SACALaM', tmp_path, fill=1, alam_cfgs={'cost_gamma': 0.5, 'cost_max': 1.0})
+    assert inner._cost_gamma == 0.5  # noqa: SLF001
+    env = inner._env  # noqa: SLF001
+    env._reset_log()  # noqa: SLF001
+    for cost in (0.0, 1.0, 0.0, 1.0):
+        env._log_value(reward=torch.zeros(1), cost=torch.tensor([cost]), info={})  # noqa: SLF001
+    assert float(env._ep_disc_cost[0]) == pytest.approx(0.625)  # noqa: SLF001
+    obs = torch.zeros(3, env.observation_space.shape[0])
+    critic = inner._actor_critic.target_cost_critic  # noqa: SLF001
+    with torch.no_grad():
+        heads = [m for m in critic.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+        assert len(heads) == 2  # the twins' output layers
+        for head in heads:
+            head.weight.zero_()
+            head.bias.fill_(3.0)  # softplus(3) = 3.0486 everywhere: above the cap of 2
+    cost, done = torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.0, 0.0, 1.0])
+    target = inner._cost_critic_target(cost, done, obs)[3]  # noqa: SLF001
+    assert torch.allclose(target, torch.tensor([0.5 * 2.0, 1.0 + 0.5 * 2.0, 1.0]))

@@ -218,6 +218,15 @@ def test_cost_critic_target_pessimism_and_cap_by_hand() -> None:
     assert torch.allclose(F.cost_critic_target(c, done, q_tp1, 0.99), T([59.4, 199.0, 0.0]))
 
 
+def test_cost_discount_by_hand() -> None:
+    # 0 means "the reward's gamma" (the paper's one discount); any other value in [0, 1) is used as is
+    assert F.cost_discount(0.0, 0.99) == 0.99
+    assert F.cost_discount(0.95, 0.99) == 0.95
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match='cost_gamma'):
+            F.cost_discount(bad, 0.99)
+
+
 def test_dual_target_projects_onto_the_box() -> None:
     # max(lam + rho g, 0) = [0, 1, 2.4], then capped at 2
     assert torch.allclose(F.dual_target(LAM, G, RHO, lam_max=2.0), T([0.0, 1.0, 2.0]))

@@ -24,6 +24,7 @@ __all__ = [
     'clipped_residual',
     'combine_twins',
     'cost_critic_target',
+    'cost_discount',
     'dual_target',
     'f_hat',
     'fpi_barrier_weight',
@@ -89,6 +90,33 @@ def combine_twins(q: torch.Tensor, pessimism: float) -> torch.Tensor:
     if pessimism == 0.0:
         return mean
     return mean + pessimism * (q.max(dim=0).values - mean)
+
+
+def cost_discount(cost_gamma: float, gamma: float) -> float:
+    r"""Discount :math:`\gamma_c` of the feasibility function
+    :math:`F^\pi(x) = \mathbb E[\sum_t \gamma_c^t c_t]` (Sec. II; not in the paper, which uses
+    the reward's :math:`\gamma` for both).
+
+    .. math::
+
+        \gamma_c = \begin{cases} \gamma & \text{if } \texttt{cost\_gamma} = 0 \\
+                    \texttt{cost\_gamma} & \text{otherwise} \end{cases}
+
+    ``alam_cfgs.cost_gamma``. The constraint :math:`F(x) \le d` then looks about
+    :math:`1 / (1 - \gamma_c)` steps ahead: at :math:`\gamma_c = 0.99` one cost step up to
+    :math:`\ln d / \ln \gamma_c \approx 229` steps away (``d = 0.1``) makes a state infeasible,
+    at 0.95 up to 45 steps away.
+
+    Args:
+        cost_gamma: ``alam_cfgs.cost_gamma``, in ``[0, 1)``; 0 means "the reward's".
+        gamma: the reward's discount ``algo_cfgs.gamma``.
+
+    Returns:
+        :math:`\gamma_c`.
+    """
+    if not 0.0 <= cost_gamma < 1.0:
+        raise ValueError(f'cost_gamma must be in [0, 1), got {cost_gamma}')
+    return float(gamma) if cost_gamma == 0.0 else float(cost_gamma)
 
 
 def cost_critic_target(

@@ -140,7 +140,14 @@ class StatewiseSAC(StatewiseOffPolicy):
             'kind': 'discounted_cost',
             'indicator': alam.cost_indicator,
             'window': alam.calibration_window,
+            'gamma': self._cost_gamma,
         }
+
+    @property
+    def _cost_gamma(self) -> float:
+        """Discount of the feasibility function ``F`` (``alam_cfgs.cost_gamma``; 0: the reward's
+        ``algo_cfgs.gamma``, the paper's single discount)."""
+        return F.cost_discount(self._cfgs.alam_cfgs.cost_gamma, self._cfgs.algo_cfgs.gamma)
 
     def _init_log(self) -> None:
         """Register the state-wise keys beside OmniSafe's SAC keys.
@@ -271,7 +278,7 @@ class StatewiseSAC(StatewiseOffPolicy):
             next_action = self._f_actions(next_obs)[0]
             q_c_tp1 = self._actor_critic.target_cost_critic(next_obs, next_action)
             alam = self._cfgs.alam_cfgs
-            gamma = self._cfgs.algo_cfgs.gamma
+            gamma = self._cost_gamma
             target = F.cost_critic_target(
                 cost,
                 done,

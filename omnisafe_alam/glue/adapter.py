@@ -50,6 +50,8 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
     risk_kind: str = 'discounted_cost'
     risk_indicator: bool = True
     calibration_window: int = 50
+    #: discount of the realised discounted cost (:meth:`configure_risk`)
+    risk_gamma: float = 0.99
 
     _ep_unsafe: torch.Tensor
     _ep_disc_cost: torch.Tensor
@@ -64,6 +66,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
         kind: str,
         indicator: bool,
         window: int,
+        gamma: float | None = None,
     ) -> None:
         """Set the risk estimate scored at episode starts and what it is compared with.
 
@@ -73,6 +76,8 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
                 (``gamma^T`` at the first step ``T`` with cost, 0 if none).
             indicator: count each step's cost as ``1[c > 0]`` (``discounted_cost`` only).
             window: number of finished episodes the figures average over.
+            gamma: discount of the realised counterpart (None: ``algo_cfgs.gamma``; the
+                Lagrangian family passes its feasibility function's, ``alam_cfgs.cost_gamma``).
         """
         if kind not in self.RISK_KINDS:
             raise ValueError(f'risk kind must be one of {self.RISK_KINDS}, got {kind!r}')
@@ -80,6 +85,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
         self.risk_kind = kind
         self.risk_indicator = indicator
         self.calibration_window = window
+        self.risk_gamma = float(self._cfgs.algo_cfgs.gamma if gamma is None else gamma)
         self._reset_log()
 
     def rollout(  # pylint: disable=too-many-arguments
@@ -154,7 +160,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             step_cost = hit.float()
         else:
             step_cost = cost_t
-        self._ep_disc_cost += self._cfgs.algo_cfgs.gamma ** self._ep_len * step_cost
+        self._ep_disc_cost += self.risk_gamma ** self._ep_len * step_cost
         self._ep_hit |= hit
         super()._log_value(reward=reward, cost=cost, info=info)
         self._ep_unsafe += (cost_t > 0).float()

@@ -122,6 +122,11 @@ ALAM_KEYS: dict[str, _Key] = {
         'must be in [0, 1] (0: mean of the twin cost critics in F_hat, 1: their max)',
     ),
     'cost_polyak': _Key(_to_float, lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1] (0: algo_cfgs.polyak)'),
+    'cost_gamma': _Key(
+        _to_float,
+        lambda v: 0.0 <= v < 1.0,
+        'must be in [0, 1) (discount of the feasibility function F; 0: algo_cfgs.gamma)',
+    ),
     'cost_max': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (largest step cost; 0 turns the cap off)'),
     'cost_critic_output': _Key(_to_choice('softplus', 'linear'), lambda v: True, ''),
     'cost_critic_floor': _Key(

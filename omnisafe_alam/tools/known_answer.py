@@ -165,6 +165,13 @@ def _evaluate(run: LoadedRun, k: int, mc_samples: int) -> dict[str, Any]:
     d = float(run.cfgs.get('alam_cfgs', {}).get('d', 0.1))
     threshold = run.risk_threshold
     gamma = float(run.cfgs['algo_cfgs']['gamma'])
+    cost_gamma = float(run.cfgs.get('alam_cfgs', {}).get('cost_gamma', 0.0))
+    if cost_gamma not in (0.0, gamma):
+        # the tasks' exact feasible sets (spec.margin) are F* <= d at the reward's discount
+        raise ValueError(
+            f'{run.env_id} knows its exact feasible set for F at algo_cfgs.gamma={gamma} only; '
+            f'this run has alam_cfgs.cost_gamma={cost_gamma}',
+        )
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return run.actor.predict(run.normalize(obs), deterministic=True)
