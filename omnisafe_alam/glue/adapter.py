@@ -50,8 +50,8 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
     risk_kind: str = 'discounted_cost'
     risk_indicator: bool = True
     calibration_window: int = 50
-    #: discount of the realised discounted cost (:meth:`configure_risk`)
-    risk_gamma: float = 0.99
+    #: discount of the realised discounted cost (:meth:`configure_risk`; None: ``algo_cfgs.gamma``)
+    risk_gamma: float | None = None
 
     _ep_unsafe: torch.Tensor
     _ep_disc_cost: torch.Tensor
@@ -85,7 +85,7 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
         self.risk_kind = kind
         self.risk_indicator = indicator
         self.calibration_window = window
-        self.risk_gamma = float(self._cfgs.algo_cfgs.gamma if gamma is None else gamma)
+        self.risk_gamma = gamma
         self._reset_log()
 
     def rollout(  # pylint: disable=too-many-arguments
@@ -160,7 +160,8 @@ class StatewiseOffPolicyAdapter(OffPolicyAdapter):
             step_cost = hit.float()
         else:
             step_cost = cost_t
-        self._ep_disc_cost += self.risk_gamma ** self._ep_len * step_cost
+        gamma = self._cfgs.algo_cfgs.gamma if self.risk_gamma is None else self.risk_gamma
+        self._ep_disc_cost += gamma**self._ep_len * step_cost
         self._ep_hit |= hit
         super()._log_value(reward=reward, cost=cost, info=info)
         self._ep_unsafe += (cost_t > 0).float()
