@@ -7,6 +7,7 @@ penalty schedule and the dual cycle; the base of SAC-ALaM, SAC-ALaM-GA, SAC-LagN
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Any
 
@@ -143,10 +144,11 @@ class StatewiseSAC(StatewiseOffPolicy):
             'gamma': self._cost_gamma,
         }
 
-    @property
+    @functools.cached_property
     def _cost_gamma(self) -> float:
         """Discount of the feasibility function ``F`` (``alam_cfgs.cost_gamma``; 0: the reward's
-        ``algo_cfgs.gamma``, the paper's single discount)."""
+        ``algo_cfgs.gamma``, the paper's single discount); read once, the cost target needs it
+        every gradient step."""
         return F.cost_discount(self._cfgs.alam_cfgs.cost_gamma, self._cfgs.algo_cfgs.gamma)
 
     def _init_log(self) -> None:
