@@ -221,3 +221,29 @@ def test_known_answer_example_gives_sac_the_task_sections() -> None:
     limit = module.sac_baseline_cfgs('StatewiseLimit-v0')
     assert limit['algo_cfgs']['batch_size'] == 128 and limit['model_cfgs']['actor']['lr'] == pytest.approx(1e-3)
     assert limit['algo_cfgs']['auto_alpha'] is True
+
+
+@pytest.mark.parametrize('cost_gamma', [0.0, 0.99, 0.9])
+def test_scoring_refuses_another_feasibility_discount(tmp_path, cost_gamma: float) -> None:
+    """The tasks' exact feasible sets are ``F* <= d`` at ``algo_cfgs.gamma``: a run whose ``F`` has
+    another discount (``alam_cfgs.cost_gamma``) is refused by name before any network is read;
+    0 (the reward's) and the reward's own value itself are scored."""
+    from omnisafe_alam.tools.known_answer import evaluate_loaded
+    from omnisafe_alam.tools.runs import LoadedRun
+
+    class Unread:  # a network the refusal must not touch
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f'the network was read ({name})')
+
+        def __call__(self, *args: object) -> None:
+            raise AssertionError('the network was called')
+
+    cfgs = {'algo': 'SACALaM', 'env_id': B.ENV_ID, 'seed': 0, 'algo_cfgs': {'gamma': GAMMA},
+            'alam_cfgs': {'d': DTOL, 'cost_gamma': cost_gamma}}
+    run = LoadedRun(tmp_path, cfgs, tmp_path / 'x.pt', Unread(), None, None, None)
+    if cost_gamma in (0.0, GAMMA):
+        with pytest.raises(AssertionError, match='network was'):
+            evaluate_loaded(run)
+    else:
+        with pytest.raises(ValueError, match=r'algo_cfgs.gamma=0.99 only.*cost_gamma=0.9'):
+            evaluate_loaded(run)
