@@ -174,6 +174,50 @@ def test_every_shipped_grid_gives_its_sac_algorithms_one_backbone(name: str) -> 
         assert set(next(iter(seen.values()))) >= set(BACKBONE_KEYS + REWARD_CRITIC_KEYS) - {'algo_cfgs:alpha'}
 
 
+@pytest.mark.parametrize('name', sorted(p.name for p in (Path(__file__).parents[1] / 'examples').glob('*.yaml')))
+def test_every_shipped_grid_gives_its_statewise_algorithms_one_constraint(name: str) -> None:
+    """The state-wise family's runs of a task share ``d``, the step cost and ``F``'s discount, so
+    the grid compares their multipliers alone (SafetyPointGoal1-v0's sections set
+    ``cost_gamma`` 0.8 in all four YAMLs)."""
+    from conftest import REPO
+    from omnisafe_alam.tools.grid import STATEWISE, constraint, constraint_mismatches, run_cfgs
+
+    runs = expand_grid(load_grid(REPO / 'examples' / name))
+    assert constraint_mismatches(runs) == []
+    for run in runs:
+        if run.algo in STATEWISE:
+            c = constraint(run_cfgs(run))
+            expected = 0.8 if run.env_id == 'SafetyPointGoal1-v0' else 0.99
+            assert c['derived:cost_gamma'] == pytest.approx(expected), (run.name, c)
+            assert c['alam_cfgs:d'] == pytest.approx(0.1), (run.name, c)
+
+
+def test_a_grid_whose_statewise_constraints_differ_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two state-wise algorithms whose built configs disagree on ``F``'s discount (SACLagNet
+    given the paper's 0.99, SACALaM its section's 0.8) get one line naming the key and both
+    values; the grid's shipped sections agree."""
+    from omnisafe_alam.tools import grid as G
+
+    grid = tmp_path / 'g.yaml'
+    grid.write_text(
+        'algo: [SACALaM, SACLagNet]\nenv_id: [SafetyPointGoal1-v0]\nseed: [0]\ntrain_cfgs:total_steps: [4000]\n',
+        encoding='utf-8',
+    )
+    runs = expand_grid(load_grid(grid))
+    assert G.constraint_mismatches(runs) == []
+    real = G.run_cfgs
+
+    def one_differs(run: G.GridRun) -> dict:
+        cfgs = real(run).todict()
+        if run.algo == 'SACLagNet':
+            cfgs['alam_cfgs']['cost_gamma'] = 0.0
+        return cfgs
+
+    monkeypatch.setattr(G, 'run_cfgs', one_differs)
+    (line,) = G.constraint_mismatches(runs)
+    assert line == 'SafetyPointGoal1-v0: the state-wise constraint differs: cost_gamma: 0.8 (SACALaM) / 0.99 (SACLagNet)'
+
+
 def test_a_grid_whose_backbones_differ_is_named_and_warned_about(tmp_path: Path) -> None:
     """OmniSafe tunes no section for the plugin's tasks: its SACLag there keeps its defaults
     (fixed temperature 0.2, lr 3e-4) against the plugin's task section, and the grid says so."""

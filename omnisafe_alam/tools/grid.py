@@ -269,12 +269,47 @@ def backbone_mismatches(runs: list[GridRun]) -> list[str]:
     one SAC backbone, naming each differing key and the algorithms on each value."""
     from omnisafe_alam.glue.registration import PLUGIN_ALGORITHMS
 
+    def sac_based(algo: str) -> bool:
+        return (algo in SAC_BASED or algo in PLUGIN_ALGORITHMS) and algo not in NOT_SAC_BASED
+
+    return _mismatches(runs, sac_based, backbone, 'the SAC backbone differs')
+
+
+#: The state-wise family (one constraint ``F(x) <= d`` each, a multiplier network or scalar).
+STATEWISE = ('SACALaM', 'SACALaMGA', 'SACLagNet', 'ASAC')
+
+#: The constraint a comparison of the state-wise family must share, so that it measures the
+#: multiplier mechanisms alone: the tolerance ``d``, the step cost (indicator or raw), its bound,
+#: and the discount of ``F`` (``alam_cfgs.cost_gamma``, resolved: 0 is ``algo_cfgs.gamma``).
+CONSTRAINT_KEYS = ('alam_cfgs:d', 'alam_cfgs:cost_indicator', 'alam_cfgs:cost_max', 'derived:cost_gamma')
+
+
+def constraint(cfgs: Any) -> dict[str, Any]:
+    """The :data:`CONSTRAINT_KEYS` of a state-wise run's config."""
+    from omnisafe_alam.core.functional import cost_discount
+
+    leaves = _leaves(cfgs.todict() if hasattr(cfgs, 'todict') else cfgs)
+    out = {key: leaves.get(key) for key in CONSTRAINT_KEYS if not key.startswith('derived:')}
+    gamma_c = float(leaves.get('alam_cfgs:cost_gamma', 0.0))
+    out['derived:cost_gamma'] = cost_discount(gamma_c, float(leaves['algo_cfgs:gamma']))
+    return out
+
+
+def constraint_mismatches(runs: list[GridRun]) -> list[str]:
+    """One line per task (and setting the grid varies) whose state-wise algorithms
+    (:data:`STATEWISE`) do not share one constraint (:data:`CONSTRAINT_KEYS`)."""
+    return _mismatches(runs, lambda algo: algo in STATEWISE, constraint, 'the state-wise constraint differs')
+
+
+def _mismatches(runs: list[GridRun], member: Callable[[str], bool], keys_of: Callable[[Any], dict[str, Any]], what: str) -> list[str]:
+    """``{task} {tags}: {what}: key: value (algos) / value (algos); ...`` for every task whose
+    member algorithms differ in ``keys_of(config)``."""
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for run in runs:
-        if run.algo not in SAC_BASED and run.algo not in PLUGIN_ALGORITHMS or run.algo in NOT_SAC_BASED:
+        if not member(run.algo):
             continue
         where = (run.env_id, ','.join(f'{k}={v}' for k, v in run.tags.items()))
-        groups.setdefault(where, {}).setdefault(run.algo, backbone(run_cfgs(run)))
+        groups.setdefault(where, {}).setdefault(run.algo, keys_of(run_cfgs(run)))
     lines = []
     for (env_id, tags), by_algo in groups.items():
         keys = sorted({key for values in by_algo.values() for key in values})
@@ -286,7 +321,7 @@ def backbone_mismatches(runs: list[GridRun]) -> list[str]:
             if len(values) > 1:
                 differing.append(f"{key.split(':', 1)[1]}: " + ' / '.join(f"{v} ({', '.join(a)})" for v, a in values.items()))
         if differing:
-            lines.append(f"{env_id}{' ' + tags if tags else ''}: the SAC backbone differs: " + '; '.join(differing))
+            lines.append(f"{env_id}{' ' + tags if tags else ''}: {what}: " + '; '.join(differing))
     return lines
 
 
@@ -559,12 +594,14 @@ def prepare(
     note: Callable[[GridRun, Any], str] | None = None,
 ) -> tuple[list[tuple[GridRun, str, Path | None]], dict[str, Any]]:
     """What both backends do before anything starts: expand and check the grid (configs built
-    once), warn about differing SAC backbones, plan, and list each run's state (``note(run,
+    once), warn about differing SAC backbones and state-wise constraints, plan, and list each run's state (``note(run,
     cfgs)`` appended to its line). Returns the plan and the configs by run name."""
     runs = expand_grid(load_grid(path))
     built = check_runs(runs)
     for line in backbone_mismatches(runs):
         echo(f'WARNING: {line}: the comparison measures backbones as well as safety mechanisms')
+    for line in constraint_mismatches(runs):
+        echo(f'WARNING: {line}: the comparison measures constraints as well as multiplier mechanisms')
     todo = plan(runs, log_dir)
     for run, state, run_dir in todo:
         echo(
