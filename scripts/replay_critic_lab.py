@@ -17,7 +17,8 @@ early enough in their episode that the time limit cuts off less than ``gamma**ma
 SACALaM seed 1 of the Circle results grid, trained before ``cost_critic_floor``). Settings are
 ``START-HEAD[-sS]:LR`` with START ``run`` (the run's own critics) or ``fresh``, HEAD
 ``softplus`` or ``linear``; ``-sS`` trains a softplus head by ``functional.bounded_slope_loss``
-with min_slope S (``-s1``: the matching loss) instead of the MSE. The lab's critics have no floor: it shows what the head does by itself.
+with min_slope S (``-s1``: the matching loss) instead of the MSE; ``-wW`` gives a fresh critic
+hidden layers W wide instead of the run's. The discount is ``F``'s (``alam_cfgs.cost_gamma``). The lab's critics have no floor: it shows what the head does by itself.
 
 Prints, every ``--every`` steps and for each setting, the critics' mean ``Q_c`` on that slice
 against the Monte-Carlo mean, their correlation, and the mean pre-softplus output.
@@ -80,7 +81,9 @@ def main() -> None:
     run_dir = Path(args.run_dir)
     run = load_run(run_dir, args.policy)
     cfgs = run.cfgs
-    alam, gamma = cfgs['alam_cfgs'], cfgs['algo_cfgs']['gamma']
+    alam = cfgs['alam_cfgs']
+    # F's discount (alam_cfgs.cost_gamma; 0 or absent: the reward's)
+    gamma = F.cost_discount(float(alam.get('cost_gamma', 0.0)), cfgs['algo_cfgs']['gamma'])
     data = load_state_file(run_dir / 'state' / args.state)['buffer']['data']
     if args.upto:
         data = {key: value[: args.upto] for key, value in data.items()}
@@ -104,17 +107,21 @@ def main() -> None:
     polyak = alam['cost_polyak'] or cfgs['algo_cfgs']['polyak']
     value_max = alam['cost_max'] / (1 - gamma) if alam['cost_max'] > 0 else float('inf')
     batch = cfgs['algo_cfgs']['batch_size']
+    d = float(alam['d'])
     settings = []
     for item in args.settings.split(','):
         name, lr = item.split(':')
-        start, head, *loss = name.split('-')
+        start, head, *opts = name.split('-')
+        loss = [o for o in opts if o.startswith('s')]
+        width = next((int(o[1:]) for o in opts if o.startswith('w')), None)
+        hidden = [width] * len(model['critic']['hidden_sizes']) if width else model['critic']['hidden_sizes']
         torch.manual_seed(args.seed)
         if start == 'run':
             critic = copy.deepcopy(run.cost_critic)
             if head == 'linear':
                 critic = critic.critic
         else:
-            critic = build_cost_critic(obs_space, act_space, model['critic']['hidden_sizes'], model['critic']['activation'],
+            critic = build_cost_critic(obs_space, act_space, hidden, model['critic']['activation'],
                                        model['weight_initialization_mode'], head)
         critic.train()
         target = copy.deepcopy(critic)
@@ -129,8 +136,11 @@ def main() -> None:
                 q = twin_mean(critic, obs[ref], act[ref])
                 corr = torch.corrcoef(torch.stack([q, mc[ref]]))[0, 1]
                 pre = pre_softplus(critic, obs[ref], act[ref])
+                safe = mc[ref] < d
                 print(f'{step:6d} {item:20s} mean Q_c {q.mean():7.3f}  MC {mc[ref].mean():6.2f}  corr {corr:6.3f}  '
-                      f'mean |Q_c-MC| {(q - mc[ref]).abs().mean():6.2f}  pre-head {pre:7.2f}  ({time.time() - t0:.0f} s)', flush=True)
+                      f'mean |Q_c-MC| {(q - mc[ref]).abs().mean():6.2f}  pre-head {pre:7.2f}  '
+                      f'MC<d: {float(safe.float().mean()):.2f} of states, Q_c {q[safe].mean():.3f}, Q_c<=d {float((q[safe] <= d).float().mean()):.2f}  '
+                      f'({time.time() - t0:.0f} s)', flush=True)
         if step == args.steps:
             break
         b = torch.randint(n, (batch,), generator=gen)

@@ -40,6 +40,7 @@ def sacalam_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '--custom-cfgs', 'alam_cfgs:rho_max', '--custom-cfgs', '10',
         '--custom-cfgs', 'alam_cfgs:d', '--custom-cfgs', '1e-2',
         '--custom-cfgs', 'alam_cfgs:cost_indicator', '--custom-cfgs', 'false',
+        '--custom-cfgs', 'alam_cfgs:cost_critic_hidden_sizes', '--custom-cfgs', '[48,16]',
     ]
     out = run_cli(args, cwd=log_dir)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -53,6 +54,24 @@ def test_custom_cfgs_reach_the_run_config_with_their_types(sacalam_run: Path) ->
     assert cfg['alam_cfgs']['d'] == 0.01
     assert cfg['alam_cfgs']['cost_indicator'] is False
     assert cfg['model_cfgs']['actor']['hidden_sizes'] == [32, 32]
+
+
+def test_wider_cost_critics_train_save_and_load(sacalam_run: Path) -> None:
+    """``alam_cfgs.cost_critic_hidden_sizes`` typed on the command line widens the twin cost
+    critics alone; the saved run loads with them and evaluates ``F_hat``."""
+    import torch
+
+    from omnisafe_alam.tools.runs import load_run
+
+    cfg = json.loads((sacalam_run / 'config.json').read_text())
+    assert cfg['alam_cfgs']['cost_critic_hidden_sizes'] == [48, 16]
+    run = load_run(sacalam_run)
+    widths = [m.out_features for m in run.cost_critic.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [48, 16, 1, 48, 16, 1]  # the twins
+    actor_layers = [m for m in run.actor.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in actor_layers][:2] == [32, 32]
+    f_hat = run.f_hat(torch.zeros(3, actor_layers[0].in_features), k=4)
+    assert f_hat.shape == (3,) and torch.isfinite(f_hat).all() and (f_hat >= 0).all()
 
 
 def test_training_logs_the_state_wise_diagnostics(sacalam_run: Path) -> None:

@@ -90,6 +90,7 @@ class StatewiseSAC(StatewiseOffPolicy):
             multiplier=multiplier,
             cost_output=alam.cost_critic_output,
             reward_layer_norm=alam.reward_critic_layer_norm,
+            cost_hidden_sizes=alam.cost_critic_hidden_sizes,
         ).to(self._device)
         if alam.cost_polyak > 0:
             self._actor_critic.cost_tau = alam.cost_polyak

@@ -244,13 +244,14 @@ def _twin_with_target(
     act_space: OmnisafeSpace,
     model_cfgs: ModelConfig,
     output: str,
+    hidden_sizes: list[int] | None = None,
 ) -> tuple[nn.Module, nn.Module, optim.Optimizer]:
-    """Twin critics with the reward critics' architecture, a frozen Polyak target and Adam at
-    the critic learning rate."""
+    """Twin critics with the reward critics' architecture (or ``hidden_sizes``), a frozen
+    Polyak target and Adam at the critic learning rate."""
     critic = build_cost_critic(
         obs_space,
         act_space,
-        model_cfgs.critic.hidden_sizes,
+        list(hidden_sizes) if hidden_sizes else model_cfgs.critic.hidden_sizes,
         model_cfgs.critic.activation,
         model_cfgs.weight_initialization_mode,
         output,
@@ -271,7 +272,8 @@ class StatewiseActorQCritic(ActorQCritic):
         multiplier: :class:`MultiplierNet`, or ``None`` for scalar-multiplier variants (ASAC).
 
     With ``reward_layer_norm`` the reward critics (and their target) get :func:`add_layer_norm`;
-    with ``model_cfgs.actor_type: diffusion`` the actor is :func:`use_diffusion_actor`'s.
+    with ``model_cfgs.actor_type: diffusion`` the actor is :func:`use_diffusion_actor`'s;
+    ``cost_hidden_sizes`` (``alam_cfgs.cost_critic_hidden_sizes``) widens the cost critics alone.
     """
 
     def __init__(
@@ -283,6 +285,7 @@ class StatewiseActorQCritic(ActorQCritic):
         multiplier: MultiplierNet | None,
         cost_output: str = 'linear',
         reward_layer_norm: bool = False,
+        cost_hidden_sizes: list[int] | None = None,
     ) -> None:
         super().__init__(obs_space, act_space, model_cfgs, epochs)
         if model_cfgs.actor_type == 'diffusion':
@@ -292,7 +295,7 @@ class StatewiseActorQCritic(ActorQCritic):
             self.target_reward_critic = frozen_copy(self.reward_critic)
             self.reward_critic_optimizer = optim.Adam(self.reward_critic.parameters(), lr=model_cfgs.critic.lr)
         self.cost_critic, self.target_cost_critic, self.cost_critic_optimizer = _twin_with_target(
-            obs_space, act_space, model_cfgs, cost_output,
+            obs_space, act_space, model_cfgs, cost_output, cost_hidden_sizes,
         )
         self.multiplier = multiplier
 

@@ -68,6 +68,12 @@ def _to_int_list(key: str, value: Any) -> list[int]:
     return [_to_int(key, v) for v in value]
 
 
+def _to_int_list_or_empty(key: str, value: Any) -> list[int]:
+    if isinstance(value, str) and not value.strip().strip('[]').strip() or isinstance(value, (list, tuple)) and not value:
+        return []
+    return _to_int_list(key, value)
+
+
 def _to_choice(*choices: str) -> Callable[[str, Any], str]:
     def convert(key: str, value: Any) -> str:
         text = str(value).strip().lower()
@@ -129,6 +135,11 @@ ALAM_KEYS: dict[str, _Key] = {
     ),
     'cost_max': _Key(_to_float, lambda v: v >= 0.0, 'must be >= 0 (largest step cost; 0 turns the cap off)'),
     'cost_critic_output': _Key(_to_choice('softplus', 'linear'), lambda v: True, ''),
+    'cost_critic_hidden_sizes': _Key(
+        _to_int_list_or_empty,
+        lambda v: all(h >= 1 for h in v),
+        'must be positive layer widths, or [] for model_cfgs.critic.hidden_sizes',
+    ),
     'cost_critic_floor': _Key(
         _to_float,
         lambda v: 0.0 <= v < 1.0,
@@ -292,6 +303,8 @@ def coerce_like_defaults(cfgs: dict[str, Any], defaults: dict[str, Any], prefix:
             cfgs[key] = _to_int(name, value)
         elif isinstance(default, float) and isinstance(value, (str, int)):
             cfgs[key] = _to_float(name, value)
+        elif isinstance(default, list) and not default:  # a list that may stay empty
+            cfgs[key] = _to_int_list_or_empty(name, value)
         elif isinstance(default, list) and all(isinstance(v, int) for v in default):
             cfgs[key] = _to_int_list(name, value)
 

@@ -211,10 +211,12 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> LoadedRun:
     def twin(key: str, output: str) -> torch.nn.Module | None:
         if key not in params:
             return None
+        # the state-wise family's cost critics may be wider than the reward critics
+        widths = cfgs.get('alam_cfgs', {}).get('cost_critic_hidden_sizes') if key == 'cost_critic' else None
         net = build_cost_critic(
             obs_space,
             act_space,
-            model['critic']['hidden_sizes'],
+            list(widths) if widths else model['critic']['hidden_sizes'],
             model['critic']['activation'],
             model['weight_initialization_mode'],
             output,
