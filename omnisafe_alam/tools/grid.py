@@ -594,8 +594,9 @@ def prepare(
     note: Callable[[GridRun, Any], str] | None = None,
 ) -> tuple[list[tuple[GridRun, str, Path | None]], dict[str, Any]]:
     """What both backends do before anything starts: expand and check the grid (configs built
-    once), warn about differing SAC backbones and state-wise constraints, plan, and list each run's state (``note(run,
-    cfgs)`` appended to its line). Returns the plan and the configs by run name."""
+    once), warn about differing SAC backbones and state-wise constraints, plan, and list each
+    run's state (``note(run, cfgs)`` appended to its line). Returns the plan and the configs by
+    run name."""
     runs = expand_grid(load_grid(path))
     built = check_runs(runs)
     for line in backbone_mismatches(runs):
