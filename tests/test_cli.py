@@ -110,6 +110,21 @@ def test_omnisafe_eval_of_the_saved_run(sacalam_run: Path) -> None:
     assert out.stdout.count('Average episode reward') == len(checkpoints)
 
 
+def test_omnisafe_baseline_takes_widths_from_the_command_line(tmp_path: Path) -> None:
+    """A fair comparison types the same widths for OmniSafe's SACLag as for the plugin's
+    algorithms; OmniSafe's parser alone passed ``'[32,32]'`` on as strings and SACLag crashed
+    building its first layer."""
+    out = run_cli(cli_tiny_args('SACLag') + ['--log-dir', str(tmp_path)], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = _run_dir(tmp_path, 'SACLag')
+    cfg = json.loads((run / 'config.json').read_text())
+    assert cfg['model_cfgs']['actor']['hidden_sizes'] == [32, 32]
+    assert cfg['model_cfgs']['critic']['hidden_sizes'] == [32, 32]
+    state = torch.load(run / 'torch_save' / 'epoch-2.pt', map_location='cpu')
+    first = next(v for k, v in state['pi'].items() if k.endswith('weight'))
+    assert first.shape[0] == 32
+
+
 @pytest.mark.parametrize('algo', ['SACALaMGA', 'SACLagNet', 'ASAC', 'SACFPI', 'ALGD'])
 def test_variants_train_through_omnisafe_train(tmp_path: Path, algo: str) -> None:
     # ALGD's 10 gradient steps per environment step (the reference's) would make this run 10x longer

@@ -84,13 +84,16 @@ def test_builtin_configs_still_load_from_omnisafe() -> None:
         ('True', True),
         ('3', 3),
         ('0.5', 0.5),
-        ('[1,2]', ['1', '2']),
+        ('[1,2]', [1, 2]),  # OmniSafe: ['1', '2'], which its own networks cannot take
+        ('[64, 64]', [64, 64]),
+        ('[]', []),
+        ('[0.5,True,abc]', [0.5, True, 'abc']),
         ('abc', 'abc'),
         ('1e-3', '1e-3'),  # OmniSafe leaves it a string; the plugin coerces its own keys
         ('/tmp/tmp.8JH2ICdwY1/train', '/tmp/tmp.8JH2ICdwY1/train'),  # used to raise
     ],
 )
-def test_cli_value_parser_fixed_only_where_it_crashed(value: str, expected: object) -> None:
+def test_cli_value_parser_fixed_only_where_omnisafe_crashed(value: str, expected: object) -> None:
     from omnisafe.utils import tools
 
     import omnisafe_alam  # noqa: F401

@@ -17,8 +17,12 @@ What OmniSafe fixes at import time, and how each is extended here (idempotently)
    ``model_cfgs.actor_type``) reads ALGD's checkpoints.
 6. ``custom_cfgs_to_dict`` (the ``--custom-cfgs`` / ``--log-dir`` parser) calls ``float()`` on
    any value containing a dot, so ``omnisafe train --log-dir /tmp/tmp.8JH2ICdwY1`` crashes. It
-   is wrapped to keep such a value as a string; every value OmniSafe parsed before parses the
-   same way.
+   is wrapped to keep such a value as a string. It also splits ``[64,64]`` into the strings
+   ``['64', '64']``, which OmniSafe's own algorithms pass on to ``nn.Linear`` (``omnisafe train
+   --algo SACLag --custom-cfgs model_cfgs:actor:hidden_sizes --custom-cfgs '[64,64]'`` ended in
+   ``TypeError: empty(): argument 'size' ... must be tuple of ints``); the wrapper gives a
+   list's items the scalar rules (``64`` an int, ``0.5`` a float, ``True`` a bool, else a
+   string; ``[]`` the empty list). Every other value parses as OmniSafe parsed it.
 """
 
 from __future__ import annotations
@@ -118,6 +122,10 @@ def _make_check_variant_valid(original: Callable[..., Any]) -> Callable[..., Any
 def _make_custom_cfgs_to_dict(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def custom_cfgs_to_dict(key_list: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, str) and value.startswith('[') and value.endswith(']'):
+            items = [item.strip() for item in value[1:-1].split(',')]
+            parsed = [_cli_scalar(item) for item in items if item]
+            return _set_leaf(original(key_list, '_'), parsed)
         try:
             return original(key_list, value)
         except ValueError:
@@ -125,6 +133,18 @@ def _make_custom_cfgs_to_dict(original: Callable[..., Any]) -> Callable[..., Any
             return _set_leaf(original(key_list, '_'), str(value))
 
     return custom_cfgs_to_dict
+
+
+def _cli_scalar(text: str) -> Any:
+    """One ``--custom-cfgs`` value by OmniSafe's scalar rules, a dotted non-number kept a string."""
+    if text in ('True', 'False'):
+        return text == 'True'
+    if '.' in text:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return int(text) if text.isdigit() else text
 
 
 def _make_build_actor(original: Callable[..., Any]) -> Callable[..., Any]:
