@@ -11,7 +11,10 @@ for each step size eps, beside a control that steps the same distance in a rando
 fresh one each step), so that what any perturbation does is not credited to the critic. The same
 evaluation episodes (seeds 10000 + i, as `omnisafe-alam compare`) for every setting.
 
-usage: python examples/steer_lab.py RUN_DIR [EPISODES] [EPS ...]
+usage: python examples/steer_lab.py [--bias B] RUN_DIR [EPISODES] [EPS ...]
+  --bias B  add B to every action of the policy before any step (default 0): a positive control
+            that makes a safe policy unsafe (on StatewiseBraking-v0, B > 0 accelerates toward the
+            hazard), so that whether the slope steers back to safety can be seen
   RUN_DIR   a plugin run with twin cost critics (SACALaM, SACLagNet, ASAC, SACALaMGA)
   EPISODES  evaluation episodes per setting (default 10)
   EPS       step sizes in the [-1, 1] action box (default 0.1 0.25 0.5)
@@ -27,9 +30,13 @@ from omnisafe.envs.core import make
 from omnisafe_alam.core import functional as F
 from omnisafe_alam.tools.runs import load_run
 
-run_dir = sys.argv[1]
-episodes = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-steps = [float(v) for v in sys.argv[3:]] or [0.1, 0.25, 0.5]
+args = sys.argv[1:]
+bias = 0.0
+if args[:1] == ['--bias']:
+    bias, args = float(args[1]), args[2:]
+run_dir = args[0]
+episodes = int(args[1]) if len(args) > 1 else 10
+steps = [float(v) for v in args[2:]] or [0.1, 0.25, 0.5]
 torch.set_num_threads(1)
 run = load_run(run_dir)
 if run.cost_critic is None:
@@ -59,7 +66,7 @@ def rollout(eps: float, direction: str) -> tuple[float, float, float]:
         while not done:
             x = run.normalize(obs.float())
             with torch.no_grad():
-                act = run.actor.predict(x, deterministic=True).squeeze(0)
+                act = (run.actor.predict(x, deterministic=True).squeeze(0) + bias).clamp(-1.0, 1.0)
             f_val, grad = f_hat_and_slope(x, act)
             f_vals.append(f_val)
             if eps > 0:
@@ -75,7 +82,9 @@ def rollout(eps: float, direction: str) -> tuple[float, float, float]:
     return sum(rets) / n, sum(unsafe) / n, sum(f_vals) / len(f_vals)
 
 
-print(f'{run_dir}: {run.algo} on {run.env_id}, {episodes} deterministic episodes per setting')
+# the newest epoch-N.pt: on a run still training that may be an early, untrained policy
+print(f'{run_dir}: {run.algo} on {run.env_id}, checkpoint {run.checkpoint.name}, '
+      f'{episodes} deterministic episodes per setting, action bias {bias:g}')
 print(f'{"setting":>16} {"return":>8} {"unsafe/ep":>10} {"F_hat":>7}')
 ret, bad, f_mean = rollout(0.0, 'critic')
 print(f'{"policy":>16} {ret:8.2f} {bad:10.1f} {f_mean:7.3f}', flush=True)
