@@ -1,8 +1,8 @@
 """``omnisafe-alam`` / ``python -m omnisafe_alam``: OmniSafe's CLI with the plugin registered.
 
 Every ``omnisafe`` sub-command (train, benchmark, eval, analyze-grid, ...) is available as is,
-plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``bench``, ``grid``,
-``resume``.
+plus the plugin's own: ``install-hook`` / ``uninstall-hook``, ``compare``, ``riskmap``, ``steer``, ``bench``,
+``grid``, ``resume``.
 """
 
 from __future__ import annotations
@@ -109,6 +109,47 @@ def riskmap_command(
         table = pd.read_csv(path.with_suffix('.csv')).drop(columns=['run'])
         typer.echo(f'over the cost-free positions (wrote {path.with_suffix(".csv")}):')
         typer.echo(table.to_string(index=False, float_format=lambda v: f'{v:.3g}'))
+
+
+@app.command('steer')
+def steer_command(
+    run_dir: Path = typer.Argument(..., help='a finished run (seed-* folder) with twin cost critics'),
+    episodes: int = typer.Option(10, help='deterministic evaluation episodes per setting (seeds 10000 + i)'),
+    eps: list[float] = typer.Option([0.1, 0.25, 0.5], help='step sizes in the [-1, 1] action box (repeat)'),
+    bias: float = typer.Option(0.0, help='added to every policy action first: a positive control that pushes a safe policy'),
+    checkpoint: str = typer.Option(None, help='checkpoint file name, e.g. epoch-25.pt (default: newest)'),
+) -> None:
+    """Does the cost critics' action slope, the penalty's only path to the actor, steer away from cost?
+
+    Deterministic rollouts with every action stepped against grad_a F_hat, beside steps of the same
+    size in random directions: return, unsafe steps per episode and F_hat at the visited states.
+    """
+    from omnisafe.envs.core import make
+
+    from omnisafe_alam.tools.runs import RunError, load_run
+    from omnisafe_alam.tools.steer import steer_rollouts, unfinished_note
+
+    if episodes < 1 or any(e <= 0 for e in eps):
+        typer.echo(f'error: need --episodes >= 1 and every --eps > 0, got {episodes} and {eps}', err=True)
+        raise typer.Exit(2)
+    try:
+        run = load_run(run_dir, checkpoint)
+    except RunError as error:
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
+    if run.cost_critic is None:
+        typer.echo(f'error: {run_dir} ({run.algo}) has no twin cost critics: nothing to steer with', err=True)
+        raise typer.Exit(2)
+    note = unfinished_note(run)
+    if note:
+        typer.echo(note, err=True)
+    env = make(run.env_id, num_envs=1, **(run.cfgs.get('env_cfgs') or {}))
+    typer.echo(f'{run.algo} on {run.env_id}, {run.checkpoint.name}, {episodes} episodes per setting, bias {bias:g}')
+    typer.echo(f'{"setting":>14} {"return":>9} {"unsafe/ep":>10} {"F_hat":>7}')
+    settings = [(0.0, 'critic', 'policy')] + [(e, d, f'{d} {e:g}') for e in eps for d in ('critic', 'random')]
+    for step, direction, name in settings:
+        res = steer_rollouts(run, env, episodes, step, direction, bias)
+        typer.echo(f'{name:>14} {res.episode_return:9.2f} {res.unsafe_steps:10.1f} {res.f_hat:7.3f}')
 
 
 @app.command('bench')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mujoco
@@ -149,3 +150,16 @@ def test_command_writes_a_png_from_a_tiny_run(tmp_path: Path) -> None:
     assert not (tmp_path / 'only.png').exists() and len(pd.read_csv(tmp_path / 'only.csv')) == 1
     bad = run_cli([str(BIN / 'omnisafe-alam'), 'riskmap', str(run), '--velocity', 'fast'], cwd=tmp_path)
     assert bad.returncode != 0 and 'vx,vy' in bad.stdout + bad.stderr
+    # the steer lab on the same run: the policy's row and one step size's two rows, every figure a
+    # number, the costs never negative; an earlier checkpoint is named as not the final one
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'steer', str(run), '--episodes', '1', '--eps', '0.5',
+                   '--checkpoint', 'epoch-1.pt'], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'epoch-1.pt is not the final checkpoint (epoch-2.pt' in out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (['policy'], ['critic'], ['random'])]
+    assert [row[:-3] for row in rows] == [['policy'], ['critic', '0.5'], ['random', '0.5']], out.stdout
+    for row in rows:
+        ret, unsafe, f_hat = (float(v) for v in row[-3:])
+        assert math.isfinite(ret) and 0.0 <= unsafe <= 1000.0 and f_hat >= 0.0, row
+    bad = run_cli([str(BIN / 'omnisafe-alam'), 'steer', str(run), '--eps', '0'], cwd=tmp_path)
+    assert bad.returncode == 2 and 'every --eps > 0' in bad.stderr

@@ -25,7 +25,7 @@ import torch
 from omnisafe_alam.core import functional as F
 from omnisafe_alam.tools.runs import LoadedRun
 
-__all__ = ['SteerResult', 'steer_rollouts']
+__all__ = ['SteerResult', 'steer_rollouts', 'unfinished_note']
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,22 @@ def steer_rollouts(
         unsafe_steps=sum(unsafe) / episodes,
         f_hat=sum(f_values) / len(f_values),
     )
+
+
+def unfinished_note(run: LoadedRun) -> str | None:
+    """A warning when ``run``'s checkpoint is not its last epoch (a run still training, or killed).
+
+    The newest ``epoch-N.pt`` of a run that is still training can be the untrained ``epoch-0``:
+    its critics and policy say nothing about the finished run's.
+    """
+    try:
+        total = int(run.cfgs['train_cfgs']['total_steps'])
+        per_epoch = int(run.cfgs['algo_cfgs']['steps_per_epoch'])
+        epoch = int(run.checkpoint.stem.split('-')[-1])
+    except (KeyError, TypeError, ValueError):
+        return None
+    final = total // per_epoch
+    if epoch >= final:
+        return None
+    return (f'warning: {run.checkpoint.name} is not the final checkpoint (epoch-{final}.pt for '
+            f'{total} steps); the run may still be training')
