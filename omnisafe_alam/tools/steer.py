@@ -66,6 +66,7 @@ def steer_rollouts(
         raise ValueError(f"direction must be 'critic' or 'random', got {direction!r}")
     if episodes < 1 or eps < 0:
         raise ValueError(f'need episodes >= 1 and eps >= 0, got {episodes} and {eps}')
+    # the run's own combination of the twins; runs saved before the key existed used the paper's max
     pessimism = float(run.cfgs.get('alam_cfgs', {}).get('f_hat_pessimism', 1.0))
     low = torch.as_tensor(env.action_space.low)
     high = torch.as_tensor(env.action_space.high)
