@@ -152,6 +152,67 @@ def steer_command(
         typer.echo(f'{name:>14} {res.episode_return:9.2f} {res.unsafe_steps:10.1f} {res.f_hat:7.3f}')
 
 
+@app.command('sensitivity')
+def sensitivity_command(
+    run_dir: Path = typer.Argument(..., help='a finished run (seed-* folder) with twin cost critics'),
+    states: int = typer.Option(100, help='states to branch at along the deterministic episodes (seeds 10000 + i)'),
+    stride: int = typer.Option(10, help='branch at every STRIDE-th step of an episode'),
+    eps: float = typer.Option(0.5, help='distance of each moved first action in the [-1, 1] action box'),
+    gamma: list[float] = typer.Option([0.8, 0.95], help='discounts of F to measure (repeat)'),
+    bias: float = typer.Option(0.0, help='added to every policy action (as in steer): brings a safe policy near the hazards'),
+    checkpoint: str = typer.Option(None, help='checkpoint file name, e.g. epoch-25.pt (default: newest)'),
+    out: Path = typer.Option(None, help='also write every branch (state, candidate, F per discount, Q_c) to this CSV'),
+) -> None:
+    """How much one action moves the true F, against how much the state does, and whether the
+    cost critics know it (branches of the environment, no training).
+
+    At each state the policy's action, that action moved against and along the critics' slope, and
+    moved along each action axis are each taken once, then the deterministic policy is followed;
+    the realised discounted cost indicator is F. Reads: state_sd / action_sd (F's spread over
+    states / over one action), the gains of the best move, of the slope's and of a random one, and
+    the critic's correlation with F over states and over actions.
+    """
+    import numpy as np
+    import pandas as pd
+    from omnisafe.envs.core import make
+
+    from omnisafe_alam.tools.runs import RunError, load_run
+    from omnisafe_alam.tools.sensitivity import branch_feasibility, summarize_branches
+    from omnisafe_alam.tools.steer import unfinished_note
+
+    if states < 1 or stride < 1 or eps <= 0 or not gamma or any(not 0.0 < g < 1.0 for g in gamma):
+        typer.echo(f'error: need --states >= 1, --stride >= 1, --eps > 0 and every --gamma in (0, 1), '
+                   f'got {states}, {stride}, {eps} and {gamma}', err=True)
+        raise typer.Exit(2)
+    try:
+        run = load_run(run_dir, checkpoint)
+    except RunError as error:
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
+    if run.cost_critic is None:
+        typer.echo(f'error: {run_dir} ({run.algo}) has no twin cost critics to compare with', err=True)
+        raise typer.Exit(2)
+    note = unfinished_note(run)
+    if note:
+        typer.echo(note, err=True)
+    env = make(run.env_id, num_envs=1, **(run.cfgs.get('env_cfgs') or {}))
+    data = branch_feasibility(run, env, states, gamma, eps=eps, stride=stride, bias=bias)
+    typer.echo(f'{run.algo} on {run.env_id}, {run.checkpoint.name}: {states} states, eps {eps:g}, '
+               f'bias {bias:g}, {data.f_mc.shape[1]} first actions each (moved {data.moved[:, 1:].mean():.3f} on average)')
+    rows = []
+    for i, g in enumerate(data.gammas):
+        rows.append({'gamma': g, **summarize_branches(data.f_mc[:, :, i], data.q_c)})
+    typer.echo(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f'{v:.3f}'))
+    if out is not None:
+        s, c = np.meshgrid(np.arange(data.f_mc.shape[0]), np.arange(data.f_mc.shape[1]), indexing='ij')
+        table = {'state': s.ravel(), 'candidate': c.ravel(), 'moved': data.moved.ravel(), 'q_c': data.q_c.ravel()}
+        for i, g in enumerate(data.gammas):
+            table[f'f_mc_{g:g}'] = data.f_mc[:, :, i].ravel()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(table).to_csv(out, index=False)
+        typer.echo(f'wrote {out}')
+
+
 @app.command('bench')
 def bench_command(
     algos: list[str] = typer.Option(

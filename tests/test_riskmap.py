@@ -163,3 +163,14 @@ def test_command_writes_a_png_from_a_tiny_run(tmp_path: Path) -> None:
         assert math.isfinite(ret) and 0.0 <= unsafe <= 1000.0 and f_hat >= 0.0, row
     bad = run_cli([str(BIN / 'omnisafe-alam'), 'steer', str(run), '--eps', '0'], cwd=tmp_path)
     assert bad.returncode == 2 and 'every --eps > 0' in bad.stderr
+    # the branch lab on the same run: 3 states x 7 first actions, F inside [0, 1 / (1 - gamma)]
+    table = tmp_path / 'branches.csv'
+    out = run_cli([str(BIN / 'omnisafe-alam'), 'sensitivity', str(run), '--states', '3', '--stride', '50',
+                   '--gamma', '0.8', '--out', str(table)], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'action_share' in out.stdout and 'slope_gain' in out.stdout
+    branches = pd.read_csv(table)
+    assert len(branches) == 3 * 7 and branches['f_mc_0.8'].between(0.0, 5.0).all()
+    assert (branches['q_c'] >= 0).all() and (branches.loc[branches['candidate'] == 0, 'moved'] == 0).all()
+    bad = run_cli([str(BIN / 'omnisafe-alam'), 'sensitivity', str(run), '--gamma', '1'], cwd=tmp_path)
+    assert bad.returncode == 2 and 'every --gamma in (0, 1)' in bad.stderr

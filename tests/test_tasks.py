@@ -228,6 +228,18 @@ def _assert_cost_slope_steers_to_safety(run: Path) -> None:
     assert steered.unsafe_steps <= 0.2 * pushed.unsafe_steps, (pushed, steered)
     assert control.unsafe_steps >= 0.5 * pushed.unsafe_steps, (pushed, control)
     assert steered.f_hat < control.f_hat, (steered, control)
+    # the same slope on branches of the environment (omnisafe_alam.tools.sensitivity): one first
+    # action moved 0.5 against it must lower the realised F far more than a move in no particular
+    # direction, and the critics must rank a state's first actions as F does. Measured, seed 0,
+    # 50 states: slope 1.07 against random 0.13, within-state correlation 0.87 (100: 1.005,
+    # 0.054, 0.92).
+    from omnisafe_alam.tools.sensitivity import branch_feasibility, summarize_branches
+
+    data = branch_feasibility(loaded, env, 50, (0.99,), eps=0.5, bias=0.6)
+    summary = summarize_branches(data.f_mc[:, :, 0], data.q_c)
+    assert summary['varied_states'] >= 0.3, summary
+    assert summary['slope_gain'] >= 4 * max(summary['random_gain'], 0.02), summary
+    assert summary['action_corr'] >= 0.5, summary
 
 
 def test_known_answer_example_gives_sac_the_task_sections() -> None:
