@@ -300,6 +300,17 @@ def test_logit_floor_and_its_penalty_by_hand() -> None:
         F.logit_floor_penalty(T([1.0]), -5.0)
 
 
+def test_smoothed_action_by_hand() -> None:
+    action = torch.tensor([[0.9, -0.2], [0.0, -0.95]])
+    noise = torch.tensor([[1.0, -1.0], [0.5, -2.0]])
+    # 0.9 + 0.3 = 1.2 -> 1; -0.2 - 0.3 = -0.5; 0 + 0.15; -0.95 - 0.6 -> -1
+    out = F.smoothed_action(action, noise, 0.3)
+    assert torch.allclose(out, torch.tensor([[1.0, -0.5], [0.15, -1.0]]))
+    assert torch.equal(F.smoothed_action(action, noise, 0.0), action)
+    with pytest.raises(ValueError, match='std must be >= 0'):
+        F.smoothed_action(action, noise, -0.1)
+
+
 def test_bounded_slope_loss_by_hand() -> None:
     # twins' pre-softplus outputs z, targets y = [1, 0]; softplus(0) = 0.693147,
     # softplus(-12) = 6.1442e-6, softplus(2) = 2.126928, softplus(1) = 1.313262

@@ -69,6 +69,28 @@ def test_cost_critic_step_by_hand(algo) -> None:  # noqa: ANN001
     assert torch.allclose(net.bias, T([0 - 0.0207, 0.1 + 0.2943]), atol=1e-6)
 
 
+def test_cost_critic_regresses_at_the_smoothed_action(algo) -> None:  # noqa: ANN001
+    """``alam_cfgs.cost_critic_action_noise``: the critics regress at ``clip(a + sigma xi, -1, 1)``,
+    the target that of the stored action (the same y as the step above)."""
+    algo._f_actions = lambda obs: T([[[0.5], [-1.0]]])  # noqa: SLF001
+    obs, act = T([[0.5], [-1.0]]), T([[0.2], [1.0]])
+    cost, done, next_obs = T([0.0, 0.3]), T([0.0, 1.0]), T([[1.0], [0.0]])
+    algo._cost_action_noise = 0.5  # noqa: SLF001
+    torch.manual_seed(3)
+    xi = torch.randn_like(act)
+    smooth = (act + 0.5 * xi).clamp(-1.0, 1.0)
+    assert not torch.allclose(smooth, act)
+    y = T([0.693, 1.0])
+    q1 = 1.0 * obs[:, 0] + 2.0 * smooth[:, 0]
+    q2 = 0.5 * obs[:, 0] - 1.0 * smooth[:, 0] + 0.1
+    expected = float(((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean())
+    torch.manual_seed(3)
+    algo._update_cost_critic(obs, act, cost, done, next_obs)  # noqa: SLF001
+    stored = algo._logger._data['Loss/Loss_cost_critic'][-1]  # noqa: SLF001
+    assert stored == pytest.approx(expected, rel=1e-5)
+    assert stored != pytest.approx(3.048849, rel=1e-3)  # the stored action's loss
+
+
 def test_cost_critic_loss_with_softplus_floor_by_hand(algo) -> None:  # noqa: ANN001
     """The same step with a softplus head and a logit floor of -1: MSE of the softplus outputs
     plus the floor penalty (only q2's second pre-activation, -1.4, is below -1)."""

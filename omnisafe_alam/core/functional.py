@@ -247,6 +247,22 @@ def bounded_slope_loss(pre: torch.Tensor, target: torch.Tensor, min_slope: float
     return 2.0 * (error * weight * pre).mean(dim=1).sum()
 
 
+def smoothed_action(action: torch.Tensor, noise: torch.Tensor, std: float) -> torch.Tensor:
+    r"""The action a cost critic regresses at under ``alam_cfgs.cost_critic_action_noise`` (a
+    departure from the paper, docs/algorithms.md):
+
+    .. math:: \tilde a = \mathrm{clip}(a + \sigma \xi, -1, 1), \quad \xi \sim \mathcal N(0, I),
+
+    with the target of the stored ``(x, a)`` unchanged, so the critic fits the mean of ``F``
+    over a ball of radius about ``sigma`` around the data's actions: a slope in the action only
+    where the data show one at that scale (TD3's target smoothing, applied to the regressed
+    action). ``noise`` is the standard normal draw, ``action``'s shape.
+    """
+    if std < 0:
+        raise ValueError(f'std must be >= 0, got {std}')
+    return (action + std * noise).clamp(-1.0, 1.0)
+
+
 def optimal_slack(lam: torch.Tensor, g: torch.Tensor, rho: float) -> torch.Tensor:
     r"""Closed-form optimal slack of the augmented Lagrangian (Sec. III-B).
 

@@ -97,6 +97,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         if alam.cost_critic_output == 'softplus':
             self._cost_logit_floor = F.logit_floor(alam.cost_critic_floor * alam.d)
             self._cost_min_slope = float(alam.cost_critic_min_slope)
+        self._cost_action_noise = float(alam.cost_critic_action_noise)
 
     def _init(self) -> None:
         super()._init()

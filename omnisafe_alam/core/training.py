@@ -165,6 +165,17 @@ class StatewiseOffPolicy(SAC):
     _cost_logit_floor: float = -math.inf
     #: least gradient weight of a softplus cost head's samples (``alam_cfgs.cost_critic_min_slope``)
     _cost_min_slope: float = 0.0
+    #: std of the noise on the stored action in the cost critics' regression (``alam_cfgs.cost_critic_action_noise``)
+    _cost_action_noise: float = 0.0
+
+    def _cost_critic_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action the cost critics regress at: the stored one, or with ``alam_cfgs.cost_critic_action_noise``
+        that action plus Gaussian noise, clipped to the actor's ``[-1, 1]`` box
+        (:func:`~omnisafe_alam.core.functional.smoothed_action`). No draw at 0, so the random
+        stream, and every number, is the paper's path's."""
+        if self._cost_action_noise <= 0:
+            return action
+        return F.smoothed_action(action, torch.randn_like(action), self._cost_action_noise)
 
     def _twin_loss(
         self,
@@ -249,7 +260,9 @@ class StatewiseOffPolicy(SAC):
         ``_update_reward_critic`` before it) is what the test of the fast path compares with.
         """
         name, critic, optimizer, target = self._cost_critic_target(cost, done, next_obs)
-        loss, q1 = self._twin_loss(name, critic, obs, action, target, self._cost_logit_floor, self._cost_min_slope)
+        loss, q1 = self._twin_loss(
+            name, critic, obs, self._cost_critic_action(action), target, self._cost_logit_floor, self._cost_min_slope,
+        )
         optimizer.zero_grad()
         loss.backward()
         if self._cfgs.algo_cfgs.max_grad_norm:
@@ -279,7 +292,8 @@ class StatewiseOffPolicy(SAC):
         reward_optimizer = self._actor_critic.reward_critic_optimizer
         reward_loss, reward_q1 = self._twin_loss('reward critic loss', reward_critic, obs, action, reward_target)
         cost_loss, cost_q1 = self._twin_loss(
-            name, cost_critic, obs, action, cost_target, self._cost_logit_floor, self._cost_min_slope,
+            name, cost_critic, obs, self._cost_critic_action(action), cost_target, self._cost_logit_floor,
+            self._cost_min_slope,
         )
         reward_optimizer.zero_grad()
         cost_optimizer.zero_grad()

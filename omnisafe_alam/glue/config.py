@@ -150,6 +150,11 @@ ALAM_KEYS: dict[str, _Key] = {
         lambda v: 0.0 <= v <= 1.0,
         'must be in [0, 1] (0: the MSE, 1: the matching loss of the softplus head)',
     ),
+    'cost_critic_action_noise': _Key(
+        _to_float,
+        lambda v: 0.0 <= v <= 2.0,
+        'must be in [0, 2] (std of the noise on the action in the [-1, 1] box; 0 turns it off)',
+    ),
     'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
     'penalty_scale': _Key(_to_choice('normalize', 'reward_rms', 'none'), lambda v: True, ''),
