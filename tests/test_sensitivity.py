@@ -22,6 +22,7 @@ def test_summary_matches_hand_computed_values() -> None:
     assert s['action_share'] == pytest.approx(0.25)
     assert s['best_gain'] == pytest.approx(0.5) and s['slope_gain'] == pytest.approx(0.5)
     assert s['random_gain'] == pytest.approx(0.0)  # the mean of 0 and 2 is the policy's 1
+    assert s['against_minus_along'] == pytest.approx(-1.0)  # (0 - 2 + 3 - 3) / 2
     assert s['critic_pick_gain'] == pytest.approx(0.5)  # state 2: the critic picks the policy's
     assert s['state_corr'] == pytest.approx(-1.0) and s['action_corr'] == pytest.approx(1.0)
     assert s['varied_states'] == pytest.approx(0.5)

@@ -258,6 +258,9 @@ def summarize_branches(f: np.ndarray, q: np.ndarray) -> dict[str, float]:
       direction saves;
     - ``random_gain``: the mean of ``F(x, a_pi) - mean_c F(x, c)`` over the candidates other than
       the policy's, what a move in no particular direction saves;
+    - ``against_minus_along``: the mean of ``F(x, a_against) - F(x, a_along)``, the steps against
+      and along the critic's slope (candidates 1 and 2): negative when the slope points the way
+      ``F`` rises;
     - ``critic_pick_gain``: the mean of ``F(x, a_pi) - F(x, argmin_c Q_c(x, c))``;
     - ``state_corr``: the Pearson correlation over states of ``Q_c`` and ``F`` at the policy's action;
     - ``action_corr``: the mean over states where ``F`` differs between candidates of the
@@ -286,6 +289,7 @@ def summarize_branches(f: np.ndarray, q: np.ndarray) -> dict[str, float]:
         'best_gain': float((pi - f.min(axis=1)).mean()),
         'slope_gain': float((pi - f[:, 1]).mean()),
         'random_gain': float((pi - f[:, 1:].mean(axis=1)).mean()),
+        'against_minus_along': float((f[:, 1] - f[:, 2]).mean()),
         'critic_pick_gain': float((pi - f[np.arange(len(f)), pick]).mean()),
         'state_corr': state_corr,
         'action_corr': float(np.mean(corr)) if corr else float('nan'),
