@@ -111,6 +111,28 @@ def riskmap_command(
         typer.echo(table.to_string(index=False, float_format=lambda v: f'{v:.3g}'))
 
 
+def _critic_run_and_env(run_dir: Path, checkpoint: str | None, why: str) -> tuple:
+    """A finished run with twin cost critics and one env of its task, or exit 2 naming the problem
+    (warns when the checkpoint is not the run's last)."""
+    from omnisafe.envs.core import make
+
+    from omnisafe_alam.tools.runs import RunError, load_run
+    from omnisafe_alam.tools.steer import unfinished_note
+
+    try:
+        run = load_run(run_dir, checkpoint)
+    except RunError as error:
+        typer.echo(f'error: {error}', err=True)
+        raise typer.Exit(2) from None
+    if run.cost_critic is None:
+        typer.echo(f'error: {run_dir} ({run.algo}) has no twin cost critics: {why}', err=True)
+        raise typer.Exit(2)
+    note = unfinished_note(run)
+    if note:
+        typer.echo(note, err=True)
+    return run, make(run.env_id, num_envs=1, **(run.cfgs.get('env_cfgs') or {}))
+
+
 @app.command('steer')
 def steer_command(
     run_dir: Path = typer.Argument(..., help='a finished run (seed-* folder) with twin cost critics'),
@@ -124,26 +146,12 @@ def steer_command(
     Deterministic rollouts with every action stepped against grad_a F_hat, beside steps of the same
     size in random directions: return, unsafe steps per episode and F_hat at the visited states.
     """
-    from omnisafe.envs.core import make
-
-    from omnisafe_alam.tools.runs import RunError, load_run
-    from omnisafe_alam.tools.steer import steer_rollouts, unfinished_note
+    from omnisafe_alam.tools.steer import steer_rollouts
 
     if episodes < 1 or any(e <= 0 for e in eps):
         typer.echo(f'error: need --episodes >= 1 and every --eps > 0, got {episodes} and {eps}', err=True)
         raise typer.Exit(2)
-    try:
-        run = load_run(run_dir, checkpoint)
-    except RunError as error:
-        typer.echo(f'error: {error}', err=True)
-        raise typer.Exit(2) from None
-    if run.cost_critic is None:
-        typer.echo(f'error: {run_dir} ({run.algo}) has no twin cost critics: nothing to steer with', err=True)
-        raise typer.Exit(2)
-    note = unfinished_note(run)
-    if note:
-        typer.echo(note, err=True)
-    env = make(run.env_id, num_envs=1, **(run.cfgs.get('env_cfgs') or {}))
+    run, env = _critic_run_and_env(run_dir, checkpoint, 'nothing to steer with')
     typer.echo(f'{run.algo} on {run.env_id}, {run.checkpoint.name}, {episodes} episodes per setting, bias {bias:g}')
     typer.echo(f'{"setting":>14} {"return":>9} {"unsafe/ep":>10} {"F_hat":>7}')
     settings = [(0.0, 'critic', 'policy')] + [(e, d, f'{d} {e:g}') for e in eps for d in ('critic', 'random')]
@@ -174,28 +182,14 @@ def sensitivity_command(
     """
     import numpy as np
     import pandas as pd
-    from omnisafe.envs.core import make
 
-    from omnisafe_alam.tools.runs import RunError, load_run
     from omnisafe_alam.tools.sensitivity import branch_feasibility, summarize_branches
-    from omnisafe_alam.tools.steer import unfinished_note
 
     if states < 1 or stride < 1 or eps <= 0 or not gamma or any(not 0.0 < g < 1.0 for g in gamma):
         typer.echo(f'error: need --states >= 1, --stride >= 1, --eps > 0 and every --gamma in (0, 1), '
                    f'got {states}, {stride}, {eps} and {gamma}', err=True)
         raise typer.Exit(2)
-    try:
-        run = load_run(run_dir, checkpoint)
-    except RunError as error:
-        typer.echo(f'error: {error}', err=True)
-        raise typer.Exit(2) from None
-    if run.cost_critic is None:
-        typer.echo(f'error: {run_dir} ({run.algo}) has no twin cost critics to compare with', err=True)
-        raise typer.Exit(2)
-    note = unfinished_note(run)
-    if note:
-        typer.echo(note, err=True)
-    env = make(run.env_id, num_envs=1, **(run.cfgs.get('env_cfgs') or {}))
+    run, env = _critic_run_and_env(run_dir, checkpoint, 'nothing to compare with the simulator')
     data = branch_feasibility(run, env, states, gamma, eps=eps, stride=stride, bias=bias)
     typer.echo(f'{run.algo} on {run.env_id}, {run.checkpoint.name}: {states} states, eps {eps:g}, '
                f'bias {bias:g}, {data.f_mc.shape[1]} first actions each (moved {data.moved[:, 1:].mean():.3f} on average)')
