@@ -139,7 +139,7 @@ def test_coerce_like_defaults_fixes_omnisafe_keys_too() -> None:
 )
 def test_smoothed_cost_critics_only_where_measured(algo: str, env_id: str | None) -> None:
     """``cost_critic_action_noise`` is 0.15 in SACALaM's SafetyPointGoal1-v0 section alone, where it
-    was measured (seeds 0-3 at 200k, docs/results.md); every other task and the rest of the family
+    was measured (5 seeds at 200k, docs/results.md); every other task and the rest of the family
     keep 0, so their runs draw no noise and stay on the paths their tables measured."""
     want = 0.15 if (algo, env_id) == ('SACALaM', 'SafetyPointGoal1-v0') else 0.0
     assert load_defaults(algo, env_id)['alam_cfgs']['cost_critic_action_noise'] == want
