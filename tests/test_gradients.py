@@ -191,3 +191,25 @@ def test_the_penalty_slope_is_capped_at_the_multiplier_cap_by_default(algos: dic
     finally:
         algo._dual.rho.fill_(rho)
     assert g.grad.tolist() == pytest.approx([2.0, cap])
+
+
+def test_policy_std_is_measured_at_the_dual_cycle_only(algos: dict) -> None:
+    # Train/PolicyStd: the actor's batch-mean std before the tanh, read at the policy step that
+    # ends a dual cycle (as Actor/GradNorm*), untouched at the steps between
+    algo = algos['SACALaM']
+    obs = algo._buf.sample_batch()['obs']
+    with torch.no_grad():
+        expected = algo._actor_critic.actor._distribution(obs).stddev.mean().item()
+    steps, epoch = algo._policy_steps, algo._epoch
+    algo._epoch = algo._cfgs.algo_cfgs.warmup_epochs + 1
+    try:
+        algo._dual_stats['Train/PolicyStd'] = -1.0
+        algo._policy_steps = algo._m_lambda  # the next step (m_lambda + 1) is not due
+        algo._loss_pi(obs)
+        assert algo._dual_stats['Train/PolicyStd'] == -1.0
+        algo._policy_steps = algo._m_lambda - 1  # the next step ends a dual cycle
+        algo._loss_pi(obs)
+        assert algo._dual_stats['Train/PolicyStd'] == pytest.approx(expected, rel=1e-6)
+        assert 0.0 < expected < 10.0
+    finally:
+        algo._policy_steps, algo._epoch = steps, epoch

@@ -307,6 +307,33 @@ def test_a_run_made_before_a_key_existed_resumes_as_it_trained(tmp_path: Path, c
     assert len(pd.read_csv(run / 'progress.csv')) == 3
 
 
+def test_a_run_made_before_a_logged_key_resumes_without_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint written before the plugin logged ``Train/PolicyStd`` resumes with its
+    ``progress.csv`` columns as they were (the key stays unlogged in that run, and the log says
+    so); a new run logs the actor's std, a positive number, once a dual cycle has run (0 before,
+    as ``Actor/GradNorm*``)."""
+    from omnisafe_alam.glue.checkpoint import build_resumed, list_states, load_state_file
+
+    _agent('SACALaM', 'StatewiseLimit-v0', tmp_path, epochs=2, keep_last=1).learn()
+    run = _run_dir(tmp_path)
+    rows = pd.read_csv(run / 'progress.csv')
+    assert rows['Train/PolicyStd'].iloc[0] == 0.0  # warm-up epoch: no dual cycle yet
+    assert 0.0 < rows['Train/PolicyStd'].iloc[1] < 10.0
+    # as written before the key: no column, no logger data, no dual statistic
+    rows.drop(columns='Train/PolicyStd').to_csv(run / 'progress.csv', index=False)
+    (newest,) = list_states(run)
+    state = load_state_file(newest)
+    for table in (state['logger']['data'], state['logger']['current_row'], state['attributes']['_dual_stats']):
+        del table['Train/PolicyStd']
+    torch.save(state, newest)
+    algo = build_resumed(run, total_steps=3 * EPOCH)
+    assert "logged ['Train/PolicyStd']" in ' '.join(capsys.readouterr().out.split())
+    algo.learn()
+    resumed = pd.read_csv(run / 'progress.csv')
+    assert len(resumed) == 3 and 'Train/PolicyStd' not in resumed.columns
+    assert not resumed.drop(columns=[c for c in resumed.columns if c.startswith('Time/')]).isna().any().any()
+
+
 def test_checkpoint_cfgs_are_validated(tmp_path: Path) -> None:
     from omnisafe_alam.glue.config import AlamConfigError
 

@@ -26,6 +26,9 @@ _QUANTILES = (0.1, 0.5, 0.9)
 _QUANTILE_NAMES = ('Q10', 'Q50', 'Q90')
 #: norms of the actor-parameter gradients of the policy loss's three terms (every dual cycle)
 _GRAD_KEYS = ('Actor/GradNormQ', 'Actor/GradNormEntropy', 'Actor/GradNormPenalty')
+#: the Gaussian actor's batch-mean standard deviation (before the tanh; every dual cycle), under
+#: OmniSafe's on-policy name for it
+_STD_KEY = 'Train/PolicyStd'
 
 
 class StatewiseSAC(StatewiseOffPolicy):
@@ -59,6 +62,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         '_reward_ms_steps',
         '_infeasible_since',
     )
+    _optional_log_keys = (_STD_KEY,)
     #: whether rho follows the schedule of Sec. III-D after each dual cycle
     _uses_penalty_schedule: bool = True
     #: whether the variant has a state-wise multiplier network (False for ASAC)
@@ -135,6 +139,8 @@ class StatewiseSAC(StatewiseOffPolicy):
             'Metrics/FeasibleFrac': 0.0,
             **{f'Metrics/Multiplier{name}': 0.0 for name in _QUANTILE_NAMES},
         }
+        if self._has_density:
+            self._dual_stats[_STD_KEY] = 0.0
 
     def _risk_settings(self) -> dict[str, Any]:
         alam = self._cfgs.alam_cfgs
@@ -184,6 +190,9 @@ class StatewiseSAC(StatewiseOffPolicy):
         | Actor/GradNormQ,       | at the last dual cycle, the norm of the actor-parameter |
         | GradNormEntropy,       | gradient of each term of the policy loss alone: -Q,     |
         | GradNormPenalty        | alpha log pi, the (weighted) constraint penalty         |
+        +------------------------+---------------------------------------------------------+
+        | Train/PolicyStd        | at the last dual cycle, the Gaussian actor's batch-mean |
+        |                        | std before the tanh (not logged for a diffusion actor)  |
         +------------------------+---------------------------------------------------------+
         | Metrics/MultiplierQ10, | 10%, 50% and 90% quantiles of lambda(x) over the batch  |
         | Q50, Q90               | of the last dual cycle, after its update                |
@@ -306,9 +315,12 @@ class StatewiseSAC(StatewiseOffPolicy):
         :math:`\alpha'` the temperature (:attr:`_temperature`).
         """
         actor = self._actor_critic.actor
+        measure = self._dual_cycle_due(self._policy_steps + 1)
         if self._has_density:
             action = actor.predict(obs, deterministic=False)
             log_prob = actor.log_prob(action)
+            if measure and _STD_KEY in self._dual_stats:  # absent in a run resumed from before it
+                self._dual_stats[_STD_KEY] = actor.std
         else:
             action, a_tau, tau = actor.sample(obs, record_step=True)
         q1, q2 = self._actor_critic.reward_critic(obs, action)
@@ -323,7 +335,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         score_term = None
         if not self._has_density:
             score_term = self._score_loss(obs, lam, a_tau, tau)
-        if self._dual_cycle_due(self._policy_steps + 1):
+        if measure:
             self._measure_actor_gradients(q_term, entropy_term, penalty_term)
         loss = entropy_term + q_term + penalty_term
         if score_term is not None:

@@ -369,6 +369,9 @@ class StatewiseOffPolicy(SAC):
     # ------------------------------------------------------------ training loop and full state
     #: counters (attributes) that belong to the training state; subclasses extend the tuple
     _state_attributes: tuple[str, ...] = ('_update_count',)
+    #: logged keys that a checkpoint written before the plugin logged them may lack: resuming it
+    #: leaves them unlogged (:func:`~omnisafe_alam.glue.checkpoint.load_logger_state`)
+    _optional_log_keys: tuple[str, ...] = ()
 
     def _env_steps(self, sample_step: int) -> int:
         """Environment steps taken before sample step ``sample_step`` (all envs together)."""
@@ -526,7 +529,9 @@ class StatewiseOffPolicy(SAC):
                 f'progress restarts (reset seed {self._seed + position}); everything else is restored',
                 'yellow',
             )
-        ckpt.load_logger_state(self._logger, state['logger'])
+        dropped = ckpt.load_logger_state(self._logger, state['logger'], self._optional_log_keys)
+        if dropped:
+            self._logger.log(f'NOTE: this run began before the plugin logged {dropped}; they stay unlogged in it', 'yellow')
         ckpt.set_rng_state(state['rng'])
 
     def _save_state(self, epoch: int, sample_step: int, rollout_time: float, update_time: float, elapsed: float) -> None:

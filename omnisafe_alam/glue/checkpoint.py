@@ -306,8 +306,16 @@ def logger_state(logger: Any) -> dict[str, Any]:
     }
 
 
-def load_logger_state(logger: Any, state: dict[str, Any]) -> None:
-    """Restore :func:`logger_state` into a logger whose keys are registered."""
+def load_logger_state(logger: Any, state: dict[str, Any], optional: tuple[str, ...] = ()) -> list[str]:
+    """Restore :func:`logger_state` into a logger whose keys are registered.
+
+    Keys in ``optional`` (plain keys, no min/max or delta) that the checkpoint lacks (a run
+    begun before the plugin logged them) are unregistered, so ``progress.csv`` keeps the columns
+    its header names; returns them. Any other difference is an error."""
+    dropped = sorted(key for key in optional if key in logger._data and key not in state['data'])
+    for key in dropped:
+        for table in (logger._data, logger._headers_windows, logger._headers_minmax, logger._headers_delta, logger._current_row):
+            table.pop(key, None)
     missing = sorted(set(state['data']) ^ set(logger._data))
     if missing:
         raise CheckpointError(f'logged keys differ from the checkpoint: {missing}')
@@ -317,6 +325,7 @@ def load_logger_state(logger: Any, state: dict[str, Any]) -> None:
         window = logger._headers_windows[key]
         logger._data[key] = deque(values, maxlen=window) if window is not None else list(values)
     logger._current_row.update(state['current_row'])
+    return dropped
 
 
 def _open_resumed_logger(run_dir: Path, rows: int, config: Any, use_tensorboard: bool) -> Any:
