@@ -531,7 +531,7 @@ class StatewiseOffPolicy(SAC):
             )
         dropped = ckpt.load_logger_state(self._logger, state['logger'], self._optional_log_keys)
         if dropped:
-            self._logger.log(f'NOTE: this run began before the plugin logged {dropped}; they stay unlogged in it', 'yellow')
+            self._logger.log(f'NOTE: this run began before the plugin logged {dropped}; it goes on without them', 'yellow')
         ckpt.set_rng_state(state['rng'])
 
     def _save_state(self, epoch: int, sample_step: int, rollout_time: float, update_time: float, elapsed: float) -> None:
