@@ -35,7 +35,7 @@ def sacalam_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny SACALaM run through `omnisafe train`, into a dotted --log-dir, with overrides."""
     log_dir = tmp_path_factory.mktemp('cli') / 'tmp.8JH2ICdwY1'
     log_dir.mkdir()
-    args = cli_tiny_args('SACALaM') + [
+    args = cli_tiny_args('SACALaM', eval_episodes=1) + [
         '--log-dir', str(log_dir),
         '--custom-cfgs', 'alam_cfgs:rho_max', '--custom-cfgs', '10',
         '--custom-cfgs', 'alam_cfgs:d', '--custom-cfgs', '1e-2',
@@ -86,6 +86,8 @@ def test_training_logs_the_state_wise_diagnostics(sacalam_run: Path) -> None:
     cycles = math.log(last['Metrics/Rho']) / math.log(1.01)
     assert abs(cycles - round(cycles)) < 1e-3 and 0 <= round(cycles) <= 10, last['Metrics/Rho']
     assert progress[['Loss/Loss_pi', 'Loss/Loss_cost_critic']].notna().all().all()
+    # OmniSafe's evaluation through the plugin's adapter: one deterministic episode per epoch
+    assert (progress['Metrics/TestEpLen'] == 1000).all() and progress['Metrics/TestEpRet'].notna().all()
 
 
 def test_checkpoint_holds_state_dicts_that_load_with_weights_only(sacalam_run: Path) -> None:
@@ -230,7 +232,7 @@ def test_agent_api_in_a_user_script_without_importing_the_plugin(tmp_path: Path)
     script = tmp_path / 'user_script.py'
     script.write_text(
         'import omnisafe\n'
-        f'cfgs = {{"train_cfgs": {{"total_steps": 400, "torch_threads": 1}},\n'
+        f'cfgs = {{"train_cfgs": {{"total_steps": 400, "torch_threads": 1, "eval_episodes": 0}},\n'
         '        "algo_cfgs": {"steps_per_epoch": 200, "start_learning_steps": 100, "batch_size": 32},\n'
         f'        "logger_cfgs": {{"log_dir": {str(tmp_path)!r}, "use_tensorboard": False}}}}\n'
         'agent = omnisafe.Agent("SACALaM", "SafetyPointGoal1-v0", custom_cfgs=cfgs)\n'
