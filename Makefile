@@ -11,8 +11,7 @@ SEED    ?= 0
 # OmniSafe's CLI defaults to 16 torch threads, which oversubscribes small machines.
 THREADS ?= 2
 LOG_DIR ?= $(CURDIR)/runs
-# test files run on this many workers (pytest-xdist; each file stays on one worker, the longest
-# files first: tests/conftest.py, LONGEST_FIRST)
+# test files run on this many workers (pytest-xdist; each file stays on one worker)
 TEST_JOBS ?= 2
 PYTEST_ARGS ?=
 
@@ -35,7 +34,7 @@ train: $(STAMP)
 	@echo "view the curves with: $(VENV)/bin/tensorboard --logdir $(LOG_DIR)/train"
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # Slow, not part of `make test`: the wheel in a fresh venv with every dependency from pip.
 check-wheel: $(STAMP)

@@ -14,26 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV_ID = 'SafetyPointGoal1-v0'
 
-# Test files by their measured work, longest first (`pytest --durations=0` on 2 workers, 2026-12-07,
-# the tiny Goal runs without evaluation episodes: test_known_answer 252 s, test_cli 220,
-# test_tasks 188, test_cluster 182, test_resume 98, test_grid 90, test_riskmap 90, test_compare 32;
-# the other 15 files 133 s together). `make test` passes --no-loadscope-reorder so that
-# pytest-xdist hands the files out in collection order, which this puts longest first.
-# pytest-xdist's default order (the most tests first) hands test_cluster out near the end;
-# replayed with that day's first durations it left one worker idle for the last 94 s of 877 s
-# (longest first: 4 s of 832 s). With the durations above the two orders tie (643 s).
-LONGEST_FIRST = (
-    'test_known_answer.py', 'test_cli.py', 'test_tasks.py', 'test_cluster.py', 'test_resume.py',
-    'test_grid.py', 'test_riskmap.py', 'test_compare.py',
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest test files first (stable: each file keeps its own order)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 def tiny_cfgs(log_dir: Path, **algo_cfgs: Any) -> dict[str, Any]:
     """A configuration that builds in seconds: 32-unit nets, 200-step epochs, no TensorBoard."""
     return {
