@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV_ID = 'SafetyPointGoal1-v0'
 
+
 def tiny_cfgs(log_dir: Path, **algo_cfgs: Any) -> dict[str, Any]:
     """A configuration that builds in seconds: 32-unit nets, 200-step epochs, no TensorBoard."""
     return {
