@@ -102,6 +102,7 @@ def test_cli_strings_are_coerced(alam: dict) -> None:
         ('cost_critic_floor', -0.1, 'alam_cfgs.cost_critic_floor'),
         ('cost_critic_min_slope', 1.5, 'alam_cfgs.cost_critic_min_slope=1.5 must be in'),
         ('cost_critic_action_noise', -0.1, 'alam_cfgs.cost_critic_action_noise=-0.1 must be in'),
+        ('dual_feasible_gain', 0.5, 'alam_cfgs.dual_feasible_gain=0.5 must be in'),
         ('calibration_window', 0, 'alam_cfgs.calibration_window'),
     ],
 )

@@ -232,6 +232,17 @@ def test_dual_target_projects_onto_the_box() -> None:
     assert torch.allclose(F.dual_target(LAM, G, RHO, lam_max=2.0), T([0.0, 1.0, 2.0]))
 
 
+def test_dual_residual_scales_the_feasible_side_only() -> None:
+    # g = F_hat - d with d 0.1: kappa 10 maps [-0.1, 0] onto [-1, 0], violations unchanged
+    g = T([-0.1, -0.05, 0.0, 0.3, 2.0])
+    assert torch.allclose(F.dual_residual(g, 10.0), T([-1.0, -0.5, 0.0, 0.3, 2.0]))
+    assert F.dual_residual(g, 1.0) is g  # the paper's residual, untouched
+    # in Eq. 9's target, rho 5: lam 4 at F_hat 0.05 falls to 4 - 5 * 0.5 = 1.5 (paper: 3.75),
+    # lam 4 at F_hat 0.3 rises to 4 + 5 * 0.2 = 5 either way
+    lam, gd = T([4.0, 4.0]), F.dual_residual(T([-0.05, 0.2]), 10.0)
+    assert torch.allclose(F.dual_target(lam, gd, 5.0, lam_max=10.0), T([1.5, 5.0]))
+
+
 def test_multiplier_net_cap_and_initial_value() -> None:
     from omnisafe_alam.core.models import MultiplierNet
 

@@ -94,6 +94,33 @@ def test_dual_target_is_constant_across_the_n_dual_steps(algos: dict) -> None:
     assert not torch.allclose(seen_live[-1], start)  # while the live network moves
 
 
+@pytest.mark.parametrize('gain', [1.0, 10.0])
+def test_multiplier_step_sees_the_scaled_feasible_residual(algos: dict, gain: float) -> None:
+    # alam_cfgs.dual_feasible_gain reaches every dual step's residual, and only its g <= 0 side
+    algo = algos['SACALaM']
+    field = torch.linspace(-0.1, 0.4, algo._buf.sample_batch()['obs'].shape[0])
+    seen = []
+    original = algo._multiplier_loss
+
+    def spy(obs: torch.Tensor, g: torch.Tensor, frozen: torch.nn.Module) -> torch.Tensor:
+        seen.append(g.clone())
+        return original(obs, g, frozen)
+
+    algo._residual = lambda o: field[: o.shape[0]]
+    algo._multiplier_loss = spy
+    algo._cfgs.alam_cfgs.dual_feasible_gain = gain
+    try:
+        algo._update_multiplier(algo._buf.sample_batch()['obs'])
+    finally:
+        del algo._multiplier_loss, algo._residual
+        algo._cfgs.alam_cfgs.dual_feasible_gain = 1.0
+    want = torch.where(field > 0, field, gain * field)
+    assert len(seen) == algo._cfgs.alam_cfgs.n_dual
+    for g in seen:
+        assert torch.allclose(g, want)
+    assert float(seen[0].min()) == pytest.approx(-0.1 * gain)
+
+
 def test_asac_scalar_multiplier_closed_form(algos: dict) -> None:
     algo = algos['ASAC']
     assert algo._actor_critic.multiplier is None

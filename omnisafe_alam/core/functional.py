@@ -25,6 +25,7 @@ __all__ = [
     'combine_twins',
     'cost_critic_target',
     'cost_discount',
+    'dual_residual',
     'dual_target',
     'f_hat',
     'fpi_barrier_weight',
@@ -354,6 +355,32 @@ def lagrangian_penalty(lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g: constraint residual, same shape.
     """
     return lam * g
+
+
+def dual_residual(g: torch.Tensor, feasible_gain: float = 1.0) -> torch.Tensor:
+    r"""The residual a state-wise multiplier network answers to in its dual step (Eq. 9's
+    :math:`g`, Eq. 3's for the ascent variants), with the feasible side scaled.
+
+    .. math::
+
+        g_\lambda(x) = \begin{cases} g(x) & g(x) > 0 \\ \kappa\, g(x) & g(x) \le 0 \end{cases}
+
+    :math:`\kappa = 1` is the paper. Not in the paper otherwise (``alam_cfgs.dual_feasible_gain``):
+    :math:`g = \hat F - d \ge -d` because :math:`\hat F \ge 0`, while a violation is bounded
+    only by the cost's own range (``cost_max / (1 - gamma_c) - d``, 4.9 at ``gamma_c`` 0.8). So
+    per cycle the dual target can rise by up to :math:`\rho\,4.9` at a violating state but
+    fall by at most :math:`\rho\, d` at a feasible one, and in a run whose states change sides
+    from cycle to cycle the multiplier stays near its cap on both. :math:`\kappa = 1/d` gives
+    the feasible side the scale of a unit violation. The penalty (Eq. 16) and the penalty
+    schedule's violation metric keep the plain :math:`g`.
+
+    Args:
+        g: constraint residual :math:`\hat F - d`, any shape.
+        feasible_gain: :math:`\kappa \ge 1`, the factor on :math:`g \le 0`.
+    """
+    if feasible_gain == 1.0:
+        return g
+    return torch.where(g > 0, g, feasible_gain * g)
 
 
 def dual_target(lam_k: torch.Tensor, g: torch.Tensor, rho: float, lam_max: float = math.inf) -> torch.Tensor:

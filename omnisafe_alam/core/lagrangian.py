@@ -550,7 +550,7 @@ class StatewiseSAC(StatewiseOffPolicy):
         for step in range(self._cfgs.alam_cfgs.n_dual):
             batch_obs = obs if step == 0 else self._buf.sample_batch()['obs']
             with torch.no_grad():
-                g = self._residual(batch_obs)
+                g = F.dual_residual(self._residual(batch_obs), self._cfgs.alam_cfgs.dual_feasible_gain)
             loss = self._multiplier_loss(batch_obs, g, frozen)
             _check_finite('multiplier loss', loss)
             self._multiplier_optimizer.zero_grad()

@@ -77,6 +77,7 @@ ADDED_KEYS: dict[tuple[str, str], Any] = {
     ('alam_cfgs', 'cost_gamma'): 0.0,
     ('alam_cfgs', 'cost_critic_hidden_sizes'): [],
     ('alam_cfgs', 'cost_critic_action_noise'): 0.0,
+    ('alam_cfgs', 'dual_feasible_gain'): 1.0,
     # the diffusion actor's settings (unused by runs made before it: they are gaussian_sac)
     ('model_cfgs', 'diffusion'): {
         'steps': 5, 'sigma_min': 0.01, 'sigma_max': 1.0, 'time_embed_dim': 16,

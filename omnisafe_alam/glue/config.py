@@ -155,6 +155,11 @@ ALAM_KEYS: dict[str, _Key] = {
         lambda v: 0.0 <= v <= 2.0,
         'must be in [0, 2] (std of the noise on the action in the [-1, 1] box; 0 turns it off)',
     ),
+    'dual_feasible_gain': _Key(
+        _to_float,
+        lambda v: 1.0 <= v <= 1000.0,
+        'must be in [1, 1000] (the factor on the feasible side of the dual step\'s residual; 1: the paper)',
+    ),
     'f_hat_policy': _Key(_to_choice('stochastic', 'deterministic'), lambda v: True, ''),
     'calibration_window': _Key(_to_int, lambda v: v >= 1, 'must be >= 1 (episodes)'),
     'penalty_scale': _Key(_to_choice('normalize', 'reward_rms', 'none'), lambda v: True, ''),
