@@ -61,6 +61,21 @@ def test_fpi_cfgs_are_checked_and_the_groups_do_not_mix() -> None:
         validate_run_cfgs(mixed)
 
 
+def test_asac_refuses_a_feasible_gain_it_would_ignore() -> None:
+    from omnisafe_alam.glue.config import validate_run_cfgs
+
+    asac = load_defaults('ASAC')
+    asac['algo'] = 'ASAC'
+    validate_run_cfgs(asac)  # the defaults pass
+    asac.alam_cfgs['dual_feasible_gain'] = 10.0
+    with pytest.raises(AlamConfigError, match='dual_feasible_gain=10.0 does not apply to ASAC'):
+        validate_run_cfgs(asac)
+    alam = load_defaults('SACALaM')
+    alam['algo'] = 'SACALaM'
+    alam.alam_cfgs['dual_feasible_gain'] = 10.0
+    validate_run_cfgs(alam)  # the state-wise family takes it
+
+
 def test_cli_strings_are_coerced(alam: dict) -> None:
     alam.update(
         d='1e-2',

@@ -328,7 +328,8 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
       of the *raw* cost, and a running normaliser would silently move it;
     - every ``alam_cfgs`` key (the Lagrangian family) or ``fpi_cfgs`` key (SAC-FPI) is coerced
       and range-checked (:func:`validate_alam_cfgs`, :func:`validate_fpi_cfgs`); a run config
-      holding the other family's group is refused, naming it;
+      holding the other family's group is refused, naming it, and so is ASAC with a
+      ``dual_feasible_gain`` other than 1 (it has no multiplier network);
     - every ``checkpoint_cfgs`` key is coerced and range-checked.
     """
     if defaults is not None:
@@ -358,6 +359,12 @@ def validate_run_cfgs(cfgs: Any, defaults: dict[str, Any] | None = None) -> None
         _validate_algd(cfgs)
     else:
         validate_alam_cfgs(cfgs.alam_cfgs)
+        if algo == 'ASAC' and cfgs.alam_cfgs['dual_feasible_gain'] != 1.0:
+            raise AlamConfigError(
+                f"alam_cfgs.dual_feasible_gain={cfgs.alam_cfgs['dual_feasible_gain']} does not apply to ASAC: "
+                'it scales the dual step of a state-wise multiplier network, and ASAC has one scalar '
+                'multiplier in closed form (leave it at 1)',
+            )
     _validate_actor(cfgs, group)
     if cfgs.get('checkpoint_cfgs') is None:
         raise AlamConfigError(f"{cfgs.get('algo')} needs the key group checkpoint_cfgs")
