@@ -46,7 +46,9 @@ def uninstall_hook(
 
 @app.command('compare')
 def compare_runs(
-    roots: list[Path] = typer.Argument(..., help='benchmark or log directories holding finished runs'),
+    roots: list[Path] = typer.Argument(
+        ..., help='benchmark or log directories holding finished runs, and/or earlier per_run.csv files to join',
+    ),
     out: Path = typer.Option(Path('runs/compare'), help='where the PNGs and the table go'),
     last_frac: float = typer.Option(0.1, help='final fraction of epochs averaged for the table'),
     eval_episodes: int = typer.Option(0, help='deterministic episodes per run to count unsafe steps'),

@@ -127,6 +127,11 @@ def test_compare_on_a_tiny_finished_grid(tmp_path: Path) -> None:
     cost_column = [c.strip() for c in header.strip('|').split('|')].index('ep_cost')
     cells = [[c.strip() for c in line.strip('|').split('|')] for line in lines if line.startswith('| StatewiseLimit')]
     assert len(cells) == 2 and all('[-' not in row[cost_column] and not row[cost_column].startswith('-') for row in cells)
+    # the return-against-cost figure, with the evaluation panel, and the multiplier's cap kept in
+    # the rows so that a later comparison joining per_run.csv alone still cuts there
+    assert (result / 'tradeoff.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    cap = per_run.set_index('algo')['cfg:alam_cfgs:multiplier_max']
+    assert (cap['SACALaM'] == 10.0).all() and cap['SACLag'].isna().all()
 
 
 def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:
@@ -145,3 +150,72 @@ def test_stale_checkpoint_is_not_evaluated(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match='save_model_freq'):
         out = evaluate_unsafe_steps(RunRecord(run, 'SACLag', 'StatewiseLimit-v0', 0, progress), 2)
     assert all(v != v for v in out.values())  # NaN: left empty
+
+
+def _per_run_csv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_earlier_per_run_tables_join_a_comparison_by_hand(tmp_path: Path) -> None:
+    """Rows of earlier per_run.csv files make the table and the figures without their runs: the
+    intervals by hand (t(1) = 12.706), cut at 0 for a cost and at a cap carried in the rows."""
+    from omnisafe_alam.tools.compare import compare
+
+    env = 'SafetyPointGoal1-v0'
+    first = _per_run_csv(tmp_path / 'a.csv', [
+        {'env_id': env, 'algo': 'SACPID', 'seed': s, 'steps': 200000, 'return': r, 'ep_cost': c,
+         'eval_return': r, 'eval_unsafe_steps': u}
+        for s, r, c, u in ((0, 1.0, 0.0, 40.0), (1, 3.0, 2.0, 60.0))
+    ])
+    second = _per_run_csv(tmp_path / 'b.csv', [
+        {'env_id': env, 'algo': 'SACALaM', 'seed': s, 'steps': 200000, 'train_s': 3600.0, 'return': 2.0,
+         'ep_cost': 1.0, 'multiplier': lam, 'cost_settled_at': at, 'cfg:alam_cfgs:multiplier_max': 10.0}
+        for s, lam, at in ((0, 8.0, float('nan')), (1, 10.0, 4000.0))
+    ])
+    out = compare([first, second], tmp_path / 'out')
+    assert set(out) == {'table', 'per_run', 'summary', 'tradeoff'}  # no curves without runs
+    assert out['tradeoff'].read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    table = out['table'].read_text()
+    header = next(line for line in table.splitlines() if line.startswith('| task'))
+    names = [c.strip() for c in header.strip('|').split('|')]
+    rows = {cells[1]: dict(zip(names, cells)) for cells in (
+        [c.strip() for c in line.strip('|').split('|')] for line in table.splitlines() if line.startswith(f'| {env}'))}
+    assert rows['SACPID']['return'] == '2.00 [-10.71, 14.71]'
+    assert rows['SACPID']['ep_cost'] == '1.00 [0.00, 13.71]'  # cut at 0
+    assert rows['SACPID']['eval_unsafe_steps'] == '50.00 [0.00, 177.06]'
+    assert rows['SACALaM']['multiplier'] == '9.00 [0.00, 10.00]'  # cut at the cap the rows carry
+    assert rows['SACALaM']['cost_settled'] == '1/2, 4,000'
+    assert rows['SACPID']['cost_settled'] == 'n/a'  # its table did not say
+    assert 'over 2 runs (400,000 environment steps' in table  # only the rows with a training time
+    per_run = pd.read_csv(out['per_run'])
+    assert len(per_run) == 4 and not any(c.startswith('_') for c in per_run.columns)
+
+
+def test_tradeoff_points_by_hand() -> None:
+    from omnisafe_alam.tools.compare import tradeoff_points
+
+    nan = float('nan')
+    frame = pd.DataFrame({
+        'env_id': ['E'] * 4, 'algo': ['A', 'A', 'A', 'B'], 'seed': [0, 1, 2, 0],
+        'eval_unsafe_steps': [10.0, 20.0, nan, nan], 'eval_return': [1.0, 2.0, 3.0, 4.0],
+    })
+    points = tradeoff_points(frame, 'eval_unsafe_steps', 'eval_return')
+    # A: the two seeds with both values; B: none, so no row
+    assert points.to_dict('records') == [{'env_id': 'E', 'algo': 'A', 'seeds': 2, 'cost': 15.0, 'return': 1.5}]
+    assert tradeoff_points(frame, 'ep_cost', 'return').empty  # columns absent
+
+
+def test_bad_per_run_tables_are_named(tmp_path: Path) -> None:
+    from omnisafe_alam.tools.compare import CompareError, compare
+
+    row = {'env_id': 'E', 'algo': 'SACPID', 'seed': 0, 'steps': 10, 'return': 1.0, 'ep_cost': 0.0}
+    good = _per_run_csv(tmp_path / 'good.csv', [row])
+    with pytest.raises(FileNotFoundError, match='missing.csv'):
+        compare([tmp_path / 'missing.csv'], tmp_path / 'out')
+    short = _per_run_csv(tmp_path / 'short.csv', [{k: v for k, v in row.items() if k != 'ep_cost'}])
+    with pytest.raises(CompareError, match=r'short\.csv lacks the column\(s\) ep_cost'):
+        compare([short], tmp_path / 'out')
+    with pytest.raises(CompareError, match="SACPID on E, seed 0.*relabel the 'algo' column"):
+        compare([good, _per_run_csv(tmp_path / 'again.csv', [row])], tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()  # refused before anything was written

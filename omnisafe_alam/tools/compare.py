@@ -6,6 +6,17 @@ SAC-LagNet per seed (Fig. 4 style, ``stability.png``, when either ran) and a mar
 
     omnisafe-alam compare runs/benchmark/my-grid --out runs/compare --eval-episodes 3
 
+A root may also be an earlier comparison's ``per_run.csv``: its rows join the table, the summary
+and ``tradeoff.png`` as they are (no curves: their runs need not exist any more), so runs trained
+in different sessions, or deleted since, are compared with new ones
+(``omnisafe-alam compare old/per_run.csv runs/new-grid --out runs/compare``). Each ``(env_id,
+algo, seed)`` may appear once; relabel the ``algo`` column of a CSV to keep two settings of one
+algorithm apart.
+
+``tradeoff.png`` puts every seed of every algorithm on the two axes the paper's claim is about,
+return against cost: in training (the last 10% of epochs) and, where ``--eval-episodes`` ran,
+for the deterministic final policy (unsafe steps per episode).
+
 What the table reports, per task and algorithm (mean and 95% t-interval over seeds, last 10% of
 epochs; intervals of quantities that cannot be negative are cut at zero):
 
@@ -47,12 +58,16 @@ __all__ = [
     'RunRecord',
     'collect_runs',
     'compare',
+    'bound_columns',
+    'cfg_from_columns',
     'config_bounds',
     'format_interval',
     'interval95',
+    'load_per_run',
     'mean_ci95',
     'normalised_summary',
     't_critical_95',
+    'tradeoff_points',
 ]
 
 # two-sided 95% Student-t critical values, df = 1..30
@@ -129,6 +144,25 @@ def interval95(
     return mean, low, high
 
 
+def bound_columns(cfg: dict[str, Any]) -> dict[str, float]:
+    """The config values of :data:`CONFIG_BOUNDS` a run has, as per_run.csv columns
+    (``cfg:alam_cfgs:multiplier_max``, ...), so a comparison that joins its row later (from the
+    CSV alone) still cuts its intervals there."""
+    paths = {side for sides in CONFIG_BOUNDS.values() for side in sides if side is not None}
+    return {f'cfg:{group}:{key}': float((cfg.get(group) or {})[key])
+            for group, key in sorted(paths) if (cfg.get(group) or {}).get(key) is not None}
+
+
+def cfg_from_columns(row: pd.Series) -> dict[str, Any]:
+    """The inverse of :func:`bound_columns` for one per_run.csv row (empty cells left out)."""
+    cfg: dict[str, Any] = {}
+    for column, value in row.items():
+        if isinstance(column, str) and column.startswith('cfg:') and not pd.isna(value):
+            _, group, key = column.split(':', 2)
+            cfg.setdefault(group, {})[key] = float(value)
+    return cfg
+
+
 def config_bounds(cfgs: list[dict[str, Any]], metric: str) -> tuple[float | None, float | None]:
     """``(lower, upper)``: the range ``metric`` can take in any of these runs (their configs);
     None on a side not bounded by config in all of them."""
@@ -180,6 +214,41 @@ def collect_runs(roots: list[Path]) -> list[RunRecord]:
     if not records:
         raise FileNotFoundError(f'no finished runs (progress.csv + config.json) under {roots}')
     return records
+
+
+#: a helper column: whether a row's cost_settled_at is known (an earlier table may lack it)
+_SETTLED_KNOWN = '_settled_known'
+
+#: columns an earlier comparison's per_run.csv must have to join a new one
+PER_RUN_REQUIRED = ('env_id', 'algo', 'seed', 'steps', 'return', 'ep_cost')
+
+
+def load_per_run(paths: list[Path]) -> pd.DataFrame:
+    """The rows of earlier comparisons' ``per_run.csv`` files, one frame (no rows for no paths).
+    A missing file or a missing column (:data:`PER_RUN_REQUIRED`) is an error naming it."""
+    frames = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f'{path}: no such per-run table')
+        frame = pd.read_csv(path)
+        missing = [c for c in PER_RUN_REQUIRED if c not in frame.columns]
+        if missing:
+            raise CompareError(
+                f'{path} lacks the column(s) {", ".join(missing)}: a per-run table as compare writes it '
+                f'(per_run.csv) needs {", ".join(PER_RUN_REQUIRED)}',
+            )
+        frames.append(frame.assign(**{_SETTLED_KNOWN: 'cost_settled_at' in frame.columns}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PER_RUN_REQUIRED))
+
+
+def _check_unique_runs(per_run: pd.DataFrame) -> None:
+    twice = per_run[per_run.duplicated(['env_id', 'algo', 'seed'], keep=False)]
+    if not twice.empty:
+        names = sorted({f'{r.algo} on {r.env_id}, seed {int(r.seed)}' for r in twice.itertuples()})
+        raise CompareError(
+            f'run(s) given twice: {"; ".join(names)}. To compare two settings of one algorithm, '
+            "relabel the 'algo' column of one per_run.csv (e.g. 'SACLagNet (noise 0)')",
+        )
 
 
 def _tail(frame: pd.DataFrame, frac: float) -> pd.DataFrame:
@@ -368,6 +437,65 @@ def _stability_plot(records: list[RunRecord], out: Path, algos: tuple[str, ...] 
     return path
 
 
+#: the two panels of tradeoff.png: (name, cost column, return column)
+TRADEOFF_PANELS = (
+    ('training, last 10% of epochs', 'ep_cost', 'return'),
+    ('deterministic final policy', 'eval_unsafe_steps', 'eval_return'),
+)
+
+
+def tradeoff_points(per_run: pd.DataFrame, cost: str, ret: str) -> pd.DataFrame:
+    """Per ``(env_id, algo)``: the seeds that have both ``cost`` and ``ret``, and their means
+    (columns ``env_id, algo, seeds, cost, return``); no row for a pair with none."""
+    rows = []
+    if cost not in per_run or ret not in per_run:
+        return pd.DataFrame(columns=['env_id', 'algo', 'seeds', 'cost', 'return'])
+    both = per_run.dropna(subset=[cost, ret])
+    for (env_id, algo), group in both.groupby(['env_id', 'algo'], sort=False):
+        rows.append({'env_id': env_id, 'algo': algo, 'seeds': len(group),
+                     'cost': float(group[cost].mean()), 'return': float(group[ret].mean())})
+    return pd.DataFrame(rows, columns=['env_id', 'algo', 'seeds', 'cost', 'return'])
+
+
+def _tradeoff_plot(per_run: pd.DataFrame, out: Path) -> Path:
+    """Return against cost, one point per seed (its number beside it) and the mean of each
+    algorithm large: per task a row, training and (where evaluated) the deterministic policy."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(per_run['env_id']))
+    algos = list(dict.fromkeys(per_run['algo']))
+    colours = {algo: f'C{i % 10}' for i, algo in enumerate(algos)}
+    panels = [p for p in TRADEOFF_PANELS if not tradeoff_points(per_run, p[1], p[2]).empty]
+    fig, axes = plt.subplots(len(envs), len(panels), figsize=(6.0 * len(panels), 4.8 * len(envs)), squeeze=False)
+    for row, env_id in enumerate(envs):
+        runs = per_run[per_run['env_id'] == env_id]
+        for col, (title, cost, ret) in enumerate(panels):
+            ax = axes[row][col]
+            for _, point in tradeoff_points(runs, cost, ret).iterrows():
+                colour = colours[point['algo']]
+                seeds = runs[runs['algo'] == point['algo']].dropna(subset=[cost, ret])
+                ax.scatter(seeds[cost], seeds[ret], color=colour, s=18, alpha=0.6)
+                for seed, x, y in zip(seeds['seed'], seeds[cost], seeds[ret]):
+                    ax.annotate(str(int(seed)), (x, y), fontsize=6, xytext=(2, 2), textcoords='offset points', color=colour)
+                ax.scatter([point['cost']], [point['return']], color=colour, s=110, marker='D', edgecolors='black',
+                           label=f"{point['algo']} (n={point['seeds']})")
+            ax.set_xlim(left=max(ax.get_xlim()[0], 0.0))  # costs and unsafe steps are never negative
+            ax.set_xlabel('episode cost' if cost == 'ep_cost' else 'unsafe steps per episode')
+            ax.set_ylabel('episode return')
+            ax.set_title(f'{env_id}: {title}', fontsize=10)
+            ax.legend(fontsize=7)
+    fig.suptitle('small: each seed (its number beside it); large: the mean over seeds. Up and left is better.',
+                 fontsize=9)
+    fig.tight_layout()
+    path = out / 'tradeoff.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _clipped_bar(mean: float, half: float) -> np.ndarray:
     """Asymmetric error bar ``[[below], [above]]`` of ``mean +- half`` cut to [0, 1]."""
     half = 0.0 if np.isnan(half) else half
@@ -402,13 +530,19 @@ def _summary_plot(summary: pd.DataFrame, out: Path) -> Path:
 def compare(
     roots: list[Path], out: Path, last_frac: float = 0.1, eval_episodes: int = 0, settle_cost: float = 25.0,
 ) -> dict[str, Path]:
-    """Write learning_curves.png, normalised_summary.png, comparison.md and per_run.csv."""
+    """Write learning_curves.png, normalised_summary.png, tradeoff.png, comparison.md and
+    per_run.csv. A root ending in ``.csv`` is an earlier comparison's per_run.csv, whose rows join
+    (:func:`load_per_run`); the curves are drawn from the run directories alone."""
     if not 0.0 < last_frac <= 1.0:
         raise CompareError(f'last_frac must be in (0, 1], got {last_frac}')
     if not settle_cost >= 0.0:
         raise CompareError(f'settle_cost must be >= 0 (an episode cost), got {settle_cost}')
-    records = collect_runs(roots)
-    out.mkdir(parents=True, exist_ok=True)
+    tables = [Path(root) for root in roots if Path(root).suffix == '.csv']
+    earlier = load_per_run(tables)
+    dirs = [Path(root) for root in roots if Path(root).suffix != '.csv']
+    records = collect_runs(dirs) if dirs else []
+    if not records and earlier.empty:
+        raise FileNotFoundError(f'no runs and no per-run rows in {roots}')
     rows = []
     for record in records:
         row = {
@@ -421,22 +555,36 @@ def compare(
             'train_s': float(record.progress['Time/Total'].iloc[-1]) if 'Time/Total' in record.progress else float('nan'),
             **_final_stats(record, last_frac),
             'cost_settled_at': settled_at(record.progress, settle_cost),
+            **bound_columns(record.cfg),
         }
         if eval_episodes > 0:
             row.update(evaluate_unsafe_steps(record, eval_episodes))
         rows.append(row)
-    per_run = pd.DataFrame(rows)  # row i is records[i]
-    per_run.to_csv(out / 'per_run.csv', index=False)
+    # rows 0..len(records)-1 are records[i]; the earlier tables' rows follow, without a config
+    per_run = pd.concat([f for f in (pd.DataFrame(rows), earlier) if not f.empty], ignore_index=True)
+    cfg_of = [r.cfg for r in records] + [cfg_from_columns(row) for _, row in earlier.iterrows()]
+    _check_unique_runs(per_run)
+    for column in ('train_s', 'cost_settled_at', _SETTLED_KNOWN):
+        if column not in per_run:
+            per_run[column] = float('nan')
+    # a new run's empty cost_settled_at means never; an earlier table without the column, unknown
+    per_run[_SETTLED_KNOWN] = [True] * len(records) + list(per_run[_SETTLED_KNOWN].iloc[len(records):].fillna(False))
+    out.mkdir(parents=True, exist_ok=True)
+    per_run.drop(columns=_SETTLED_KNOWN).to_csv(out / 'per_run.csv', index=False)
 
-    metrics = [c for c in per_run.columns if c not in ('env_id', 'algo', 'seed', 'steps', 'train_s', 'cost_settled_at')]
+    ids = ('env_id', 'algo', 'seed', 'steps', 'train_s', 'cost_settled_at', _SETTLED_KNOWN)
+    metrics = [c for c in per_run.columns
+               if c not in ids and not c.startswith('cfg:') and pd.api.types.is_numeric_dtype(per_run[c])]
     table_rows = []
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
         for metric in metrics:
-            cfgs = [records[i].cfg for i in group.index]
+            cfgs = [cfg_of[i] for i in group.index]
             row[metric] = format_interval(group[metric], metric in NONNEGATIVE, *config_bounds(cfgs, metric))
-        settled = group['cost_settled_at'].dropna()
-        row['cost_settled'] = f'{len(settled)}/{len(group)}' + (f', {settled.median():,.0f}' if len(settled) else '')
+        known = group[group[_SETTLED_KNOWN].astype(bool)]
+        settled = known['cost_settled_at'].dropna()
+        row['cost_settled'] = (f'{len(settled)}/{len(known)}' + (f', {settled.median():,.0f}' if len(settled) else '')
+                               if len(known) else 'n/a')
         table_rows.append(row)
     summary = normalised_summary(per_run)
     text = [
@@ -448,8 +596,9 @@ def compare(
         '',
         markdown_table(pd.DataFrame(table_rows)),
         '',
-        f"Training time: {per_run['train_s'].sum() / 3600:.2f} h of wall clock over {len(per_run)} runs "
-        f"({per_run['steps'].sum():,} environment steps; per run in per_run.csv, column train_s).",
+        f"Training time: {per_run['train_s'].sum() / 3600:.2f} h of wall clock over {per_run['train_s'].notna().sum()} "
+        f"runs ({per_run.loc[per_run['train_s'].notna(), 'steps'].sum():,} environment steps; per run in "
+        'per_run.csv, column train_s).',
         '',
         f'cost_settled: seeds whose episode cost came down to {settle_cost:g} or below and stayed there '
         'to the end, and the median step from which it did (per run: cost_settled_at).',
@@ -463,10 +612,12 @@ def compare(
     outputs = {
         'table': out / 'comparison.md',
         'per_run': out / 'per_run.csv',
-        'curves': _curves(records, out),
         'summary': _summary_plot(summary, out),
+        'tradeoff': _tradeoff_plot(per_run, out),
     }
-    stability = _stability_plot(records, out)
-    if stability is not None:
-        outputs['stability'] = stability
+    if records:
+        outputs['curves'] = _curves(records, out)
+        stability = _stability_plot(records, out)
+        if stability is not None:
+            outputs['stability'] = stability
     return outputs
