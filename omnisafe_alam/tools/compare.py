@@ -106,6 +106,12 @@ NONNEGATIVE = frozenset(
     },
 )
 
+#: the table's columns in the order a new run's row has them
+METRIC_ORDER = (
+    'return', 'ep_cost', 'unsafe_steps', 'multiplier', 'multiplier_max', 'rho', 'ep_cost_std_2nd_half',
+    'multiplier_tv_2nd_half', 'eval_return', 'eval_cost', 'eval_unsafe_steps',
+)
+
 #: fewest seeds for which the figures draw a 95% band (below it: the seeds' own lines only)
 MIN_SEEDS_FOR_BAND = 5
 
@@ -575,6 +581,8 @@ def compare(
     ids = ('env_id', 'algo', 'seed', 'steps', 'train_s', 'cost_settled_at', _SETTLED_KNOWN)
     metrics = [c for c in per_run.columns
                if c not in ids and not c.startswith('cfg:') and pd.api.types.is_numeric_dtype(per_run[c])]
+    # a new run's columns in their order, whichever table came first; the rest after them
+    metrics.sort(key=lambda c: METRIC_ORDER.index(c) if c in METRIC_ORDER else len(METRIC_ORDER))
     table_rows = []
     for (env_id, algo), group in per_run.groupby(['env_id', 'algo'], sort=False):
         row: dict[str, Any] = {'task': env_id, 'algo': algo, 'seeds': len(group), 'steps': int(group['steps'].min())}
