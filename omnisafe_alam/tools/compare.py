@@ -243,6 +243,7 @@ def load_per_run(paths: list[Path]) -> pd.DataFrame:
                 f'{path} lacks the column(s) {", ".join(missing)}: a per-run table as compare writes it '
                 f'(per_run.csv) needs {", ".join(PER_RUN_REQUIRED)}',
             )
+        # a table without cost_settled_at does not say whether its runs settled: unknown, not never
         frames.append(frame.assign(**{_SETTLED_KNOWN: 'cost_settled_at' in frame.columns}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PER_RUN_REQUIRED))
 
@@ -562,19 +563,19 @@ def compare(
             **_final_stats(record, last_frac),
             'cost_settled_at': settled_at(record.progress, settle_cost),
             **bound_columns(record.cfg),
+            _SETTLED_KNOWN: True,  # a new run's empty cost_settled_at means never
         }
         if eval_episodes > 0:
             row.update(evaluate_unsafe_steps(record, eval_episodes))
         rows.append(row)
-    # rows 0..len(records)-1 are records[i]; the earlier tables' rows follow, without a config
+    # rows 0..len(records)-1 are records[i]; the earlier tables' rows follow, their bounds from
+    # their cfg: columns
     per_run = pd.concat([f for f in (pd.DataFrame(rows), earlier) if not f.empty], ignore_index=True)
     cfg_of = [r.cfg for r in records] + [cfg_from_columns(row) for _, row in earlier.iterrows()]
     _check_unique_runs(per_run)
-    for column in ('train_s', 'cost_settled_at', _SETTLED_KNOWN):
+    for column in ('train_s', 'cost_settled_at'):
         if column not in per_run:
             per_run[column] = float('nan')
-    # a new run's empty cost_settled_at means never; an earlier table without the column, unknown
-    per_run[_SETTLED_KNOWN] = [True] * len(records) + list(per_run[_SETTLED_KNOWN].iloc[len(records):].fillna(False))
     out.mkdir(parents=True, exist_ok=True)
     per_run.drop(columns=_SETTLED_KNOWN).to_csv(out / 'per_run.csv', index=False)
 
