@@ -85,3 +85,18 @@ if hasattr(algo, '_penalty'):
     print('actor-parameter gradients of the policy loss: |Q term| %.4f, |penalty term| %.4f (weight %.4f), cosine %.3f '
           '(< 0: the penalty undoes the reward step)' % (gq.norm(), gp.norm(), algo._penalty_scale,
                                                          torch.nn.functional.cosine_similarity(gq, gp, dim=0)))
+    # the same two pulls at the actor's outputs (per state, before the tanh: the mean and the
+    # log-std): where the mean is saturated the tanh hides it from both, and the log-std's share
+    # says whether either term moves the policy's spread at all
+    outs = []
+    hook = ac.actor.net.register_forward_hook(lambda module, inputs, output: outs.append(output))
+    q_out = -torch.min(*ac.reward_critic(o, ac.actor.predict(o, deterministic=False))).mean()
+    pen_out = algo._penalty_scale * algo._penalty(lam_o, algo._residual(o)).mean()
+    hook.remove()
+    gq_o, gp_o = torch.autograd.grad(q_out, outs[0])[0], torch.autograd.grad(pen_out, outs[1])[0]
+    half = gq_o.shape[-1] // 2
+    print('actor outputs: pre-tanh mean beyond +-2 (tanh slope < 0.07) on %.2f of action dims; mean outputs: '
+          '|penalty| / |Q| %.2f, cosine %.3f; log-std outputs: |Q| %.1e, |penalty| %.1e (mean outputs: %.1e, %.1e)' % (
+              (outs[0][:, :half].abs() > 2.0).float().mean(), gp_o[:, :half].norm() / gq_o[:, :half].norm(),
+              torch.nn.functional.cosine_similarity(gq_o[:, :half].flatten(), gp_o[:, :half].flatten(), dim=0),
+              gq_o[:, half:].norm(), gp_o[:, half:].norm(), gq_o[:, :half].norm(), gp_o[:, :half].norm()))
