@@ -1,7 +1,8 @@
 """Separate the parts of a finished plugin run (issue 22): the cost critic against the realised
 discounted cost of the newest replay data, the reward critic likewise, what the actor's own
-action gets from the cost critic, and how saturated the softplus cost head is. Reads a copy of the
-run (the run directory is not touched); needs a full checkpoint with its buffer and episodes of
+action gets from the cost critic, how saturated the softplus cost head is, and the policy loss's
+two pulls (Q and the penalty) on the actor's parameters and on its outputs (mean and log-std).
+Reads a copy of the run (the run directory is not touched); needs a full checkpoint with its buffer and episodes of
 1000 steps (Safety-Gymnasium). usage: python examples/critic_check.py RUN_DIR [LAST_STEPS]"""
 import shutil, sys, tempfile
 from pathlib import Path
