@@ -27,7 +27,9 @@ for ep in range(5):
         obs_set.append(o.float())
         with torch.no_grad():
             a = actor.predict((norm.normalize(o) if norm else o).float(), deterministic=True)
-        o, r, c, te, tr, _ = env.step(a); done = bool(te) or bool(tr)
+        low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
+        # OmniSafe trains in a [-1, 1] action box (as compare's evaluation rescales)
+        o, r, c, te, tr, _ = env.step(low + (a + 1.0) * 0.5 * (high - low)); done = bool(te) or bool(tr)
 X = torch.stack(obs_set).squeeze(1)
 print('states', tuple(X.shape))
 for run in map(Path, sys.argv[2:]):
