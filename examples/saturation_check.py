@@ -10,16 +10,28 @@ from omnisafe.envs.core import make
 import omnisafe_alam  # noqa
 from omnisafe_alam.tools.runs import load_policy
 
-def policy(run, epoch=None):
+
+def epochs(run):
+    """The run's config, its saved policies by epoch (oldest first) and its task's spaces (one env,
+    made once and closed, for the loader)."""
     cfg = json.loads((run / 'config.json').read_text())
     env = make(cfg['env_id'], num_envs=1, **(cfg.get('env_cfgs') or {}))
+    spaces = env.observation_space, env.action_space
+    env.close()
     files = sorted((run / 'torch_save').glob('epoch-*.pt'), key=lambda p: int(p.stem.split('-')[1]))
-    path = files[-1] if epoch is None else run / 'torch_save' / f'epoch-{epoch}.pt'
-    actor, norm = load_policy(cfg, torch.load(path, map_location='cpu', weights_only=True), env.observation_space, env.action_space)
-    return env, actor, norm, files
+    return cfg, files, spaces
+
+
+def load(cfg, path, spaces):
+    return load_policy(cfg, torch.load(path, map_location='cpu', weights_only=True), *spaces)
+
 
 ref = Path(sys.argv[1])
-env, actor, norm, _ = policy(ref)
+cfg, files, spaces = epochs(ref)
+actor, norm = load(cfg, files[-1], spaces)
+env = make(cfg['env_id'], num_envs=1, **(cfg.get('env_cfgs') or {}))
+# OmniSafe trains in a [-1, 1] action box (compare's evaluation rescales alike)
+low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
 obs_set = []
 for ep in range(5):
     o, _ = env.reset(seed=20_000 + ep); done = False
@@ -27,21 +39,19 @@ for ep in range(5):
         obs_set.append(o.float())
         with torch.no_grad():
             a = actor.predict((norm.normalize(o) if norm else o).float(), deterministic=True)
-        low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
-        # OmniSafe trains in a [-1, 1] action box (as compare's evaluation rescales)
         o, r, c, te, tr, _ = env.step(low + (a + 1.0) * 0.5 * (high - low)); done = bool(te) or bool(tr)
+env.close()
 X = torch.stack(obs_set).squeeze(1)
 print('states', tuple(X.shape))
 for run in map(Path, sys.argv[2:]):
-    _, _, _, files = policy(run)
-    cfg = json.loads((run / 'config.json').read_text())
+    cfg, files, spaces = epochs(run)
     per_epoch = int(cfg['algo_cfgs']['steps_per_epoch'])
     line = []
     for f in files:
         e = int(f.stem.split('-')[1])
         if e == 0 or e % 10:
             continue
-        _, act, nm, _ = policy(run, e)
+        act, nm = load(cfg, f, spaces)
         with torch.no_grad():
             mean, log_std = act.net(nm.normalize(X) if nm else X).chunk(2, dim=-1)
         line.append(f'{e * per_epoch // 1000}k {(mean.abs() > 2).float().mean():.2f}/{torch.clamp(log_std, -20, 2).exp().mean():.2f}')
