@@ -219,3 +219,44 @@ def test_bad_per_run_tables_are_named(tmp_path: Path) -> None:
     with pytest.raises(CompareError, match="SACPID on E, seed 0.*relabel the 'algo' column"):
         compare([good, _per_run_csv(tmp_path / 'again.csv', [row])], tmp_path / 'out')
     assert not (tmp_path / 'out').exists()  # refused before anything was written
+
+
+def _fake_run(root: Path, cfg: dict) -> None:
+    root.mkdir(parents=True)
+    (root / 'config.json').write_text(json.dumps(cfg))
+    pd.DataFrame({'Metrics/EpRet': [1.0], 'Metrics/EpCost': [0.0], 'TotalEnvSteps': [10]}).to_csv(
+        root / 'progress.csv', index=False)
+
+
+def test_runs_of_a_swept_key_are_labelled_by_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid that varied a key gives runs of one algorithm and seed: compare tells them apart by
+    the config values that differ among them (not the seed or where they logged), and runs that
+    differ in nothing are refused before any policy is evaluated."""
+    from omnisafe_alam.tools.compare import CompareError, collect_runs, compare
+
+    def cfg(seed: int, alpha: float, algo: str = 'SACALaM') -> dict:
+        return {'algo': algo, 'env_id': 'E', 'seed': seed, 'algo_cfgs': {'alpha': alpha, 'gamma': 0.99},
+                'logger_cfgs': {'log_dir': f'/runs/{seed}-{alpha}'},
+                'exp_increment_cfgs': {'seed': seed, 'algo_cfgs': {'alpha': alpha}}}
+
+    for seed in (0, 1):
+        for alpha in (0.0001, 0.001):
+            _fake_run(tmp_path / 'grid' / f'seed-{seed},alpha={alpha}', cfg(seed, alpha))
+    _fake_run(tmp_path / 'grid' / 'pid-0', cfg(0, 0.5, algo='SACPID'))  # alone: keeps its name
+    labels = sorted((r.algo, r.seed) for r in collect_runs([tmp_path / 'grid']))
+    assert labels == [
+        ('SACALaM (algo_cfgs:alpha=0.0001)', 0), ('SACALaM (algo_cfgs:alpha=0.0001)', 1),
+        ('SACALaM (algo_cfgs:alpha=0.001)', 0), ('SACALaM (algo_cfgs:alpha=0.001)', 1),
+        ('SACPID', 0),
+    ]
+    _fake_run(tmp_path / 'same' / 'a', cfg(0, 0.001))
+    _fake_run(tmp_path / 'same' / 'b', cfg(0, 0.001) | {'logger_cfgs': {'log_dir': '/elsewhere'}})
+    import omnisafe_alam.tools.compare as compare_module
+
+    def never(*_: object) -> None:
+        raise AssertionError('evaluated a policy before refusing the runs')
+
+    monkeypatch.setattr(compare_module, 'evaluate_unsafe_steps', never)
+    with pytest.raises(CompareError, match='SACALaM on E, seed 0'):
+        compare([tmp_path / 'same'], tmp_path / 'out', eval_episodes=5)
+    assert not (tmp_path / 'out').exists()

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ __all__ = [
     'CompareError',
     'RunRecord',
     'collect_runs',
+    'flatten_config',
+    'setting_labels',
     'compare',
     'bound_columns',
     'cfg_from_columns',
@@ -219,7 +221,49 @@ def collect_runs(roots: list[Path]) -> list[RunRecord]:
             records.append(RunRecord(progress.parent, cfg['algo'], cfg['env_id'], int(cfg.get('seed', 0)), frame, cfg))
     if not records:
         raise FileNotFoundError(f'no finished runs (progress.csv + config.json) under {roots}')
-    return records
+    return [replace(r, algo=label) for r, label in zip(records, setting_labels(records))]
+
+
+#: config keys that tell runs apart without being a setting: which seed, where it logged, and
+#: OmniSafe's record of what a grid varied (``exp_increment_cfgs``, whose keys repeat elsewhere)
+_NOT_SETTINGS = ('seed', 'exp_increment_cfgs', 'log_dir', 'exp_name')
+
+
+def flatten_config(cfg: dict[str, Any], prefix: str = '') -> dict[str, str]:
+    """``{'algo_cfgs:alpha': '0.001', ...}``: every leaf of a run's config, keyed by its path
+    (OmniSafe's ``section:key`` form) and valued by its JSON text, so lists compare too."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f'{prefix}{key}:'))
+        else:
+            flat[f'{prefix}{key}'] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def setting_labels(records: list[RunRecord]) -> list[str]:
+    """The ``algo`` label of each run: its algorithm, and where runs of one algorithm on one task
+    share a seed (a grid that varied a key, e.g. ``algo_cfgs:alpha: [0.0001, 0.001]``), the config
+    values that differ among that algorithm's runs: ``SACALaM (algo_cfgs:alpha=0.001)``. Runs whose
+    settings all agree keep the bare name (and are then refused as given twice)."""
+    labels = [r.algo for r in records]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.env_id, r.algo), []).append(i)
+    for members in groups.values():
+        seeds = [records[i].seed for i in members]
+        if len(set(seeds)) == len(seeds):
+            continue
+        flats = [flatten_config(records[i].cfg) for i in members]
+        varied = sorted(
+            key for key in set().union(*flats)
+            if not any(part in _NOT_SETTINGS for part in key.split(':'))
+            and len({flat.get(key) for flat in flats}) > 1
+        )
+        for i, flat in zip(members, flats):
+            if varied:
+                labels[i] = f"{records[i].algo} ({', '.join(f'{k}={json.loads(flat[k]) if k in flat else None}' for k in varied)})"
+    return labels
 
 
 #: a helper column: whether a row's cost_settled_at is known (an earlier table may lack it)
@@ -550,6 +594,11 @@ def compare(
     records = collect_runs(dirs) if dirs else []
     if not records and earlier.empty:
         raise FileNotFoundError(f'no runs and no per-run rows in {roots}')
+    # refused before any policy is evaluated (minutes of work)
+    _check_unique_runs(pd.concat([
+        pd.DataFrame([(r.env_id, r.algo, r.seed) for r in records], columns=['env_id', 'algo', 'seed']),
+        earlier[['env_id', 'algo', 'seed']],
+    ], ignore_index=True))
     rows = []
     for record in records:
         row = {
@@ -572,7 +621,6 @@ def compare(
     # their cfg: columns
     per_run = pd.concat([f for f in (pd.DataFrame(rows), earlier) if not f.empty], ignore_index=True)
     cfg_of = [r.cfg for r in records] + [cfg_from_columns(row) for _, row in earlier.iterrows()]
-    _check_unique_runs(per_run)
     for column in ('train_s', 'cost_settled_at'):
         if column not in per_run:
             per_run[column] = float('nan')
