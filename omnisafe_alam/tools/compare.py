@@ -260,9 +260,11 @@ def setting_labels(records: list[RunRecord]) -> list[str]:
             if not any(part in _NOT_SETTINGS for part in key.split(':'))
             and len({flat.get(key) for flat in flats}) > 1
         )
+        if not varied:
+            continue
         for i, flat in zip(members, flats):
-            if varied:
-                labels[i] = f"{records[i].algo} ({', '.join(f'{k}={json.loads(flat[k]) if k in flat else None}' for k in varied)})"
+            settings = ', '.join(f'{k}={json.loads(flat[k]) if k in flat else None}' for k in varied)
+            labels[i] = f'{records[i].algo} ({settings})'
     return labels
 
 
