@@ -14,6 +14,9 @@ LOG_DIR ?= $(CURDIR)/runs
 # test files run on this many workers (pytest-xdist; each file stays on one worker)
 TEST_JOBS ?= 2
 PYTEST_ARGS ?=
+# the slowest tests, listed after every run, so the suite's time (aim: under 15 min from nothing)
+# can be kept where it is spent
+DURATIONS ?= 15
 
 .PHONY: setup train test check-wheel clean
 
@@ -34,7 +37,7 @@ train: $(STAMP)
 	@echo "view the curves with: $(VENV)/bin/tensorboard --logdir $(LOG_DIR)/train"
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --durations=$(DURATIONS) $(PYTEST_ARGS)
 
 # Slow, not part of `make test`: the wheel in a fresh venv with every dependency from pip.
 check-wheel: $(STAMP)
