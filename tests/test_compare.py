@@ -228,6 +228,42 @@ def _fake_run(root: Path, cfg: dict) -> None:
         root / 'progress.csv', index=False)
 
 
+def test_a_run_away_from_the_shipped_settings_says_so_even_alone(tmp_path: Path) -> None:
+    """A run whose own settings (alam_cfgs) differ from what ships for its task carries them in
+    its label, alone or not; one at the shipped settings keeps the bare name, numbers compare by
+    value (10 is 10.0), and a run made before a key existed counts with the value it trained with."""
+    from omnisafe_alam.glue.defaults import load_defaults
+    from omnisafe_alam.tools.compare import collect_runs
+
+    goal = 'SafetyPointGoal1-v0'
+    shipped = dict(load_defaults('SACALaM', goal)['alam_cfgs'])
+    assert (shipped['cost_gamma'], shipped['cost_critic_action_noise'], shipped['multiplier_max']) == (0.8, 0.15, 10.0)
+    shipped['multiplier_max'] = 10  # as an int: the same value
+
+    def cfg(seed: int, **alam: object) -> dict:
+        return {'algo': 'SACALaM', 'env_id': goal, 'seed': seed, 'alam_cfgs': shipped | alam}
+
+    _fake_run(tmp_path / 'a' / 'shipped-0', cfg(0))
+    _fake_run(tmp_path / 'a' / 'cg-1', cfg(1, cost_gamma=0.95, multiplier_max=2.0))
+    old = cfg(2)
+    del old['alam_cfgs']['cost_critic_action_noise']  # made before the key: it trained with 0.0
+    _fake_run(tmp_path / 'a' / 'old-2', old)
+    labels = sorted((r.algo, r.seed) for r in collect_runs([tmp_path / 'a']))
+    assert labels == [
+        ('SACALaM', 0),
+        ('SACALaM (alam_cfgs:cost_critic_action_noise=0.0)', 2),
+        ('SACALaM (alam_cfgs:cost_gamma=0.95, alam_cfgs:multiplier_max=2.0)', 1),
+    ]
+    # sharing a seed, the departures and what varied are both shown
+    _fake_run(tmp_path / 'b' / 'shipped', cfg(0))
+    _fake_run(tmp_path / 'b' / 'd05', cfg(0, cost_gamma=0.95, d=0.5))
+    labels = sorted(r.algo for r in collect_runs([tmp_path / 'b']))
+    assert labels == [
+        'SACALaM (alam_cfgs:cost_gamma=0.8, alam_cfgs:d=0.1)',
+        'SACALaM (alam_cfgs:cost_gamma=0.95, alam_cfgs:d=0.5)',
+    ]
+
+
 def test_runs_of_a_swept_key_are_labelled_by_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A grid that varied a key gives runs of one algorithm and seed: compare tells them apart by
     the config values that differ among them (not the seed or where they logged), and runs that

@@ -42,9 +42,11 @@ epochs; intervals of quantities that cannot be negative are cut at zero):
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ __all__ = [
     'CompareError',
     'RunRecord',
     'collect_runs',
+    'departures',
     'flatten_config',
     'setting_labels',
     'compare',
@@ -241,29 +244,75 @@ def flatten_config(cfg: dict[str, Any], prefix: str = '') -> dict[str, str]:
     return flat
 
 
+def _same_value(a: str | None, b: str | None) -> bool:
+    """Whether two JSON texts of config values agree (numbers by value: ``10`` is ``10.0``)."""
+    if a is None or b is None:
+        return a == b
+    x, y = json.loads(a), json.loads(b)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+    return float(x) == float(y) if numbers else x == y
+
+
+@lru_cache(maxsize=None)
+def _shipped_settings(algo: str, env_id: str) -> tuple[tuple[str, str], ...]:
+    """The plugin algorithm's own settings group (``alam_cfgs``, ``fpi_cfgs``, ``algd_cfgs``) as it
+    ships for the task (its YAML's defaults and the task's section), flattened; empty for any
+    other algorithm (OmniSafe's own: their runs are labelled only by what a grid varied)."""
+    from omnisafe_alam.glue.defaults import SETTINGS_GROUP, load_defaults
+
+    group = SETTINGS_GROUP.get(algo)
+    if group is None:
+        return ()
+    shipped = load_defaults(algo, env_id).get(group) or {}
+    return tuple(sorted(flatten_config({group: dict(shipped)}).items()))
+
+
+def departures(record: RunRecord) -> dict[str, str]:
+    """The keys of the run's own settings group whose value differs from what ships for its task,
+    ``{'alam_cfgs:cost_gamma': '0.95'}`` (a run made before a key existed counts with the value it
+    trained with, :data:`~omnisafe_alam.glue.checkpoint.ADDED_KEYS`)."""
+    from omnisafe_alam.glue.checkpoint import fill_added_keys
+
+    shipped = dict(_shipped_settings(record.algo, record.env_id))
+    if not shipped:
+        return {}
+    cfg = copy.deepcopy(record.cfg)
+    fill_added_keys(cfg)
+    flat = flatten_config(cfg)
+    return {k: flat[k] for k in sorted(shipped) if k in flat and not _same_value(flat[k], shipped[k])}
+
+
 def setting_labels(records: list[RunRecord]) -> list[str]:
-    """The ``algo`` label of each run: its algorithm, and where runs of one algorithm on one task
-    share a seed (a grid that varied a key, e.g. ``algo_cfgs:alpha: [0.0001, 0.001]``), the config
-    values that differ among that algorithm's runs: ``SACALaM (algo_cfgs:alpha=0.001)``. Runs whose
-    settings all agree keep the bare name (and are then refused as given twice)."""
+    """The ``algo`` label of each run: its algorithm, then in brackets
+    - the plugin's own settings (``alam_cfgs`` ...) where the run departs from what ships for its
+      task: ``SACALaM (alam_cfgs:cost_gamma=0.95)``, so a run at another setting is never read as
+      the shipped algorithm, even alone;
+    - where runs of one algorithm on one task share a seed (a grid that varied a key, e.g.
+      ``algo_cfgs:alpha: [0.0001, 0.001]``), every config value that differs among them:
+      ``SACALaM (algo_cfgs:alpha=0.001)``.
+    Runs at the shipped settings with nothing varied keep the bare name (and runs whose settings
+    all agree are then refused as given twice)."""
     labels = [r.algo for r in records]
     groups: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(records):
         groups.setdefault((r.env_id, r.algo), []).append(i)
     for members in groups.values():
-        seeds = [records[i].seed for i in members]
-        if len(set(seeds)) == len(seeds):
-            continue
         flats = [flatten_config(records[i].cfg) for i in members]
-        varied = sorted(
-            key for key in set().union(*flats)
-            if not any(part in _NOT_SETTINGS for part in key.split(':'))
-            and len({flat.get(key) for flat in flats}) > 1
-        )
-        if not varied:
-            continue
-        for i, flat in zip(members, flats):
-            settings = ', '.join(f'{k}={json.loads(flat[k]) if k in flat else None}' for k in varied)
+        own = [departures(records[i]) for i in members]
+        varied: list[str] = []
+        seeds = [records[i].seed for i in members]
+        if len(set(seeds)) < len(seeds):
+            varied = sorted(
+                key for key in set().union(*flats)
+                if not any(part in _NOT_SETTINGS for part in key.split(':'))
+                and len({flat.get(key) for flat in flats}) > 1
+            )
+        for i, flat, away in zip(members, flats, own):
+            shown = sorted(set(varied) | set(away))
+            if not shown:
+                continue
+            value = {**{k: flat.get(k) for k in varied}, **away}
+            settings = ', '.join(f'{k}={json.loads(value[k]) if value[k] is not None else None}' for k in shown)
             labels[i] = f'{records[i].algo} ({settings})'
     return labels
 
