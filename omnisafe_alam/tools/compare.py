@@ -11,7 +11,9 @@ and ``tradeoff.png`` as they are (no curves: their runs need not exist any more)
 in different sessions, or deleted since, are compared with new ones
 (``omnisafe-alam compare old/per_run.csv runs/new-grid --out runs/compare``). Each ``(env_id,
 algo, seed)`` may appear once; relabel the ``algo`` column of a CSV to keep two settings of one
-algorithm apart.
+algorithm apart. Runs are labelled by their settings where these matter (:func:`setting_labels`):
+a plugin run away from what ships for its task, ``SACALaM (alam_cfgs:cost_gamma=0.95)``, and the
+runs of a grid that varied a key.
 
 ``tradeoff.png`` puts every seed of every algorithm on the two axes the paper's claim is about,
 return against cost: in training (the last 10% of epochs) and, where ``--eval-episodes`` ran,
