@@ -273,15 +273,18 @@ def departures(record: RunRecord) -> dict[str, str]:
     """The keys of the run's own settings group whose value differs from what ships for its task,
     ``{'alam_cfgs:cost_gamma': '0.95'}`` (a run made before a key existed counts with the value it
     trained with, :data:`~omnisafe_alam.glue.checkpoint.ADDED_KEYS`)."""
+    shipped = dict(_shipped_settings(record.algo, record.env_id))
+    flat = _trained_config(record) if shipped else {}
+    return {k: flat[k] for k in sorted(shipped) if k in flat and not _same_value(flat[k], shipped[k])}
+
+
+def _trained_config(record: RunRecord) -> dict[str, str]:
+    """The run's config, flattened, with the keys it predates at the values it trained with."""
     from omnisafe_alam.glue.checkpoint import fill_added_keys
 
-    shipped = dict(_shipped_settings(record.algo, record.env_id))
-    if not shipped:
-        return {}
     cfg = copy.deepcopy(record.cfg)
     fill_added_keys(cfg)
-    flat = flatten_config(cfg)
-    return {k: flat[k] for k in sorted(shipped) if k in flat and not _same_value(flat[k], shipped[k])}
+    return flatten_config(cfg)
 
 
 def setting_labels(records: list[RunRecord]) -> list[str]:
@@ -299,7 +302,7 @@ def setting_labels(records: list[RunRecord]) -> list[str]:
     for i, r in enumerate(records):
         groups.setdefault((r.env_id, r.algo), []).append(i)
     for members in groups.values():
-        flats = [flatten_config(records[i].cfg) for i in members]
+        flats = [_trained_config(records[i]) for i in members]
         own = [departures(records[i]) for i in members]
         varied: list[str] = []
         seeds = [records[i].seed for i in members]
