@@ -593,10 +593,19 @@ def _tradeoff_plot(per_run: pd.DataFrame, out: Path) -> Path:
             ax.set_xlabel('episode cost' if cost == 'ep_cost' else 'unsafe steps per episode')
             ax.set_ylabel('episode return')
             ax.set_title(f'{env_id}: {title}', fontsize=10)
-            ax.legend(fontsize=7)
+    # one legend below the panels, so that long labels (a run's settings) never cover a point
+    named = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            named.setdefault(label, handle)
+    ncol = 1 if max(map(len, named), default=0) > 45 else min(3, max(len(named), 1))
+    rows = -(-len(named) // ncol)
+    height = fig.get_figheight()
+    bottom = min(0.5, (0.25 * rows + 0.15) / height)
+    fig.legend(list(named.values()), list(named), loc='lower center', ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle('small: each seed (its number beside it); large: the mean over seeds. Up and left is better.',
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     path = out / 'tradeoff.png'
     fig.savefig(path, dpi=110)
     plt.close(fig)
