@@ -269,12 +269,15 @@ def _shipped_settings(algo: str, env_id: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(flatten_config({group: dict(shipped)}).items()))
 
 
-def departures(record: RunRecord) -> dict[str, str]:
+def departures(record: RunRecord, trained: dict[str, str] | None = None) -> dict[str, str]:
     """The keys of the run's own settings group whose value differs from what ships for its task,
     ``{'alam_cfgs:cost_gamma': '0.95'}`` (a run made before a key existed counts with the value it
-    trained with, :data:`~omnisafe_alam.glue.checkpoint.ADDED_KEYS`)."""
+    trained with, :data:`~omnisafe_alam.glue.checkpoint.ADDED_KEYS`). ``trained``: the run's
+    :func:`_trained_config`, where the caller has it already."""
     shipped = dict(_shipped_settings(record.algo, record.env_id))
-    flat = _trained_config(record) if shipped else {}
+    if not shipped:
+        return {}
+    flat = _trained_config(record) if trained is None else trained
     return {k: flat[k] for k in sorted(shipped) if k in flat and not _same_value(flat[k], shipped[k])}
 
 
@@ -303,7 +306,7 @@ def setting_labels(records: list[RunRecord]) -> list[str]:
         groups.setdefault((r.env_id, r.algo), []).append(i)
     for members in groups.values():
         flats = [_trained_config(records[i]) for i in members]
-        own = [departures(records[i]) for i in members]
+        own = [departures(records[i], flat) for i, flat in zip(members, flats)]
         varied: list[str] = []
         seeds = [records[i].seed for i in members]
         if len(set(seeds)) < len(seeds):
